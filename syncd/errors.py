@@ -1,0 +1,42 @@
+"""Errors a user can act on.
+
+Every expected failure is raised as a ``SyncdError`` whose message is one line naming the thing
+that is wrong and what to do about it; the CLI prints it without a traceback.
+"""
+
+
+class SyncdError(Exception):
+    """An expected failure, reported to the user as one line."""
+
+
+class ConfigError(SyncdError):
+    """The configuration or the command line is wrong (exit code 2)."""
+
+
+class SourceError(SyncdError):
+    """Label Studio's database (or directory) cannot be read."""
+
+
+class BadTask(SyncdError):
+    """One task cannot be turned into a document; the others still sync."""
+
+    def __init__(self, task_id: int, message: str):
+        super().__init__(f"task {task_id}: {message}")
+        self.task_id = task_id
+
+
+class StoreError(SyncdError):
+    """A storage operation failed.
+
+    ``retryable`` is True for failures that may pass (throttling, 5xx, timeouts, connection
+    resets) and False for those that will not (missing bucket, access denied, bad key).
+    ``fatal`` marks failures that concern the whole target rather than one object, so a run
+    stops instead of failing every task one by one.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, fatal: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.fatal = fatal
+        self.retry_after = retry_after

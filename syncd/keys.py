@@ -1,0 +1,83 @@
+"""Object keys: rendered from a template and validated so nothing can escape the target.
+
+The template (default ``{task_id}.json``) may use ``{task_id}``, ``{project_id}`` and
+``{project_slug}``. The project title is user-controlled, so it is slugified; the rendered key
+is then checked as a whole, so neither the template nor a title can produce ``..``, an absolute
+path, a backslash or a control character.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+
+from syncd.errors import ConfigError
+
+DEFAULT_TEMPLATE = "{task_id}.json"
+TEMPLATE_FIELDS = ("task_id", "project_id", "project_slug")
+MAX_KEY_BYTES = 1024  # S3, GCS and Azure all accept at least this much
+
+
+class UnsafeKey(ValueError):
+    """A rendered key is unsafe."""
+
+
+def slugify(title: str | None, project_id: int) -> str:
+    """A filesystem- and URL-safe form of a project title (ASCII letters, digits, dashes)."""
+    text = unicodedata.normalize("NFKD", title or "").encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:64].strip("-")
+    return slug or f"project-{project_id}"
+
+
+def validate_template(template: str, key_name: str = "key_template") -> str:
+    """Check a key template once, at config time."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key_name}: {template!r} is not a valid template ({exc})") from None
+    for field in fields:
+        if field not in TEMPLATE_FIELDS:
+            raise ConfigError(f"{key_name}: unknown field {{{field}}} in {template!r}; "
+                              f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+    if "task_id" not in fields:
+        raise ConfigError(f"{key_name}: {template!r} must contain {{task_id}}, "
+                          "or every task would be written to the same key")
+    try:
+        check_key(render_key(template, 1, 1, "p", check=False))
+    except UnsafeKey as exc:
+        raise ConfigError(f"{key_name}: {template!r} gives unsafe keys: {exc}") from None
+    return template
+
+
+def render_key(template: str, task_id: int, project_id: int | None, project_slug: str,
+               check: bool = True) -> str:
+    key = template.format(task_id=task_id, project_id=project_id if project_id is not None else "none",
+                          project_slug=project_slug)
+    if check:
+        check_key(key)
+    return key
+
+
+def check_key(key: str) -> str:
+    """Raise ``UnsafeKey`` unless ``key`` is a safe relative '/'-separated key."""
+    if not key:
+        raise UnsafeKey("empty key")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise UnsafeKey(f"key longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/"):
+        raise UnsafeKey(f"{key!r} is absolute")
+    if "\\" in key:
+        raise UnsafeKey(f"{key!r} contains a backslash")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise UnsafeKey(f"{key!r} contains a control character")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafeKey(f"{key!r} has an empty, '.' or '..' path segment")
+    return key
+
+
+def join_prefix(prefix: str, key: str) -> str:
+    """``prefix/key`` without doubled or leading slashes."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{key}" if prefix else key

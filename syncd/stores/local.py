@@ -1,0 +1,141 @@
+"""Local directory target: ``file:///path`` or a plain path.
+
+Writes go to a temporary name in the destination directory, are fsynced, and renamed into
+place, so a reader (or a crash) never sees half an object. The content hash is the content's
+own sha256: a directory has no metadata to keep it in, and reading back a small JSON file is
+cheap.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from syncd.errors import ConfigError, StoreError
+from syncd.stores.base import ObjectInfo
+
+TMP_MARKER = ".syncd-tmp-"
+
+
+def _path_from_url(url: str) -> Path:
+    if "://" not in url:
+        return Path(url).expanduser().absolute()
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise ConfigError(f"target {url!r}: file:// URLs take an absolute path (file:///path/to/dir)")
+    return Path(unquote(parsed.path)).absolute()
+
+
+class LocalStore:
+    """A directory on a local (or mounted) filesystem."""
+
+    def __init__(self, root: Path, url: str | None = None):
+        self.root = root
+        self.url = url or root.as_uri()
+
+    @classmethod
+    def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> LocalStore:
+        if options:
+            raise ConfigError(f"target {url!r}: a local directory takes no options "
+                              f"(got {', '.join(sorted(options))})")
+        return cls(_path_from_url(url), url)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _fail(self, action: str, key: str, exc: OSError) -> StoreError:
+        fatal = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+        return StoreError(f"{action} {self._path(key)}: {exc.strerror or exc}", fatal=fatal,
+                          retryable=exc.errno in (errno.EAGAIN, errno.EINTR, errno.EBUSY))
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"target directory {self.root} cannot be created: {exc.strerror}; "
+                             "create it or choose another target", fatal=True) from None
+        if not self.root.is_dir():
+            raise StoreError(f"target {self.root} is not a directory; choose a directory", fatal=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreError(f"target directory {self.root} is not writable by this user; "
+                             "fix its permissions or choose another target", fatal=True)
+
+    def put(self, key: str, data: bytes, sha256: str) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise self._fail("cannot write", key, exc) from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail("cannot delete", key, exc) from None
+        _fsync_dir(path.parent)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                if TMP_MARKER in name:
+                    continue  # a write in progress, or left by a crash: never an object
+                key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
+                if key.startswith(prefix):
+                    info = self.head(key)
+                    if info is not None:
+                        yield info
+
+    def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise self._fail("cannot read", key, exc) from None
+        return ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    def close(self) -> None:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
