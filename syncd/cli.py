@@ -1,0 +1,119 @@
+"""The ``syncd`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from syncd import __version__, logs
+from syncd import config as config_mod
+from syncd.checkpoint import Checkpoint, default_state_path
+from syncd.database import connect
+from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
+from syncd.resync import FatalStoreError, ResyncOptions, resync
+from syncd.source import LabelStudioSource
+from syncd.stores import open_store, scheme_of
+
+log = logging.getLogger("syncd")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="YAML config file (see config.example.yaml)")
+    parser.add_argument("--db", metavar="URL", help="Label Studio database: sqlite:///path/label_studio.sqlite3 "
+                        "or postgresql://user:pw@host:port/db (default: from Label Studio's env vars)")
+    parser.add_argument("--target", metavar="URL", help="where documents go: a directory, file:///dir, "
+                        "s3://bucket/prefix, gs://bucket/prefix or azure://container/prefix")
+    parser.add_argument("--state", metavar="PATH", help="checkpoint file (default: "
+                        "$XDG_STATE_HOME/syncd/<target>.sqlite3)")
+    parser.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncd", description="Keeps Label Studio's annotations in "
+                                     "cloud storage: one <task_id>.json per labeled task.")
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("resync", help="write every new or changed labeled task once, then exit",
+                       description="Reconcile the target with Label Studio once: write new and changed "
+                       "documents, handle deleted ones, print a summary. Exit codes: 0 everything "
+                       "written, 1 some tasks failed, 2 usage/config error or the source/target "
+                       "cannot be used.")
+    _common(p)
+    p.add_argument("--project", metavar="ID", type=int, action="append", dest="projects",
+                   help="only this project (repeat for several; default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.set_defaults(func=cmd_resync)
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    cfg = config_mod.load(args.config)
+    for name in ("db", "target", "state", "log_format"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(cfg, name, value)
+    if getattr(args, "projects", None):
+        cfg.projects = list(args.projects)
+    if not cfg.target:
+        raise ConfigError("no target: pass --target DIR_OR_URL or set target: in the config")
+    return config_mod.validate(cfg)
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    logs.setup(cfg.log_format, args.verbose)
+    store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
+    db = connect(cfg.db)
+    state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+    checkpoint = Checkpoint(state_path, store.url)
+    progress = logs.Progress("resync")
+    try:
+        source = LabelStudioSource(db, batch_size=cfg.batch_size)
+        options = ResyncOptions(key_template=cfg.key_template, projects=cfg.projects, delete=cfg.delete,
+                                max_delete=cfg.max_delete, transfers=cfg.transfers,
+                                dry_run=args.dry_run, predictions=cfg.predictions)
+        summary = resync(source, store, checkpoint, options, progress=progress)
+    finally:
+        progress.finish()
+        checkpoint.close()
+        store.close()
+        db.close()
+    if args.dry_run:
+        for action in summary.plan:
+            print(action.describe())
+    for note in summary.notes:
+        log.warning("%s", note)
+    prefix = "syncd resync (dry run)" if args.dry_run else "syncd resync"
+    print(f"{prefix}: {summary.line(args.dry_run)}")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(getattr(args, "log_format", None) or "text", getattr(args, "verbose", False))
+    try:
+        return args.func(args)
+    except (ConfigError, SourceError, FatalStoreError) as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except StoreError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE if exc.fatal else EXIT_FAILED
+    except SyncdError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        log.error("interrupted; the next run continues where this one stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The configuration: a YAML file, ``${ENV_VAR}`` expansion, and command-line overrides.
+
+Every error names the key and says what is wrong, e.g.
+``config.yaml: transfers: must be a whole number from 1 to 256, got 'many'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from syncd.errors import ConfigError
+from syncd.keys import DEFAULT_TEMPLATE, validate_template
+
+BACKEND_SECTIONS = ("s3", "gcs", "azure")
+
+
+@dataclass
+class Config:
+    db: str | None = None  # None: the database Label Studio itself would use (its env vars)
+    target: str | None = None
+    projects: list[int] = field(default_factory=list)
+    key_template: str = DEFAULT_TEMPLATE
+    state: str | None = None  # None: $XDG_STATE_HOME/syncd/<target>.sqlite3
+    predictions: str = "full"
+    delete: bool = False
+    max_delete: int | None = None
+    transfers: int = 8
+    batch_size: int = 500
+    log_format: str = "text"
+    s3: dict[str, Any] = field(default_factory=dict)
+    gcs: dict[str, Any] = field(default_factory=dict)
+    azure: dict[str, Any] = field(default_factory=dict)
+    source_file: str | None = None  # where it was read from, for messages
+
+    def backend_options(self, scheme: str) -> dict[str, Any]:
+        section = {"s3": "s3", "gs": "gcs", "azure": "azure", "az": "azure"}.get(scheme)
+        return dict(getattr(self, section)) if section else {}
+
+
+KEYS = [f.name for f in fields(Config) if f.name != "source_file"]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, where: str) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string of ``value``."""
+    if isinstance(value, str):
+        def sub(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set; set it or write "
+                              f"${{{name}:-default}}")
+        return _ENV.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def load(path: str | None) -> Config:
+    """Read a config file (or return the defaults when ``path`` is None)."""
+    if path is None:
+        return Config()
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist; copy config.example.yaml there or "
+                          "pass --config with the right path") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p} must be a mapping of keys to values (see config.example.yaml)")
+    return from_mapping(raw, str(p))
+
+
+def from_mapping(raw: dict[str, Any], origin: str = "config") -> Config:
+    cfg = Config(source_file=origin)
+    for key, value in raw.items():
+        where = f"{origin}: {key}"
+        if key not in KEYS:
+            close = difflib.get_close_matches(str(key), KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
+            raise ConfigError(f"{origin}: unknown key {key!r}{hint}")
+        value = expand_env(value, where)
+        setattr(cfg, key, _coerce(key, value, where))
+    validate(cfg, origin)
+    return cfg
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    if key in ("db", "target", "state"):
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string (a URL or a path), got {value!r}")
+        return value
+    if key in ("key_template", "predictions", "log_format"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string, got {value!r}")
+        return value
+    if key == "projects":
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        return [_int(v, f"{where}", 1, None) for v in items]
+    if key == "delete":
+        return _bool(value, where)
+    if key == "max_delete":
+        return None if value is None or value == "" else _int(value, where, 0, None)
+    if key == "transfers":
+        return _int(value, where, 1, 256)
+    if key == "batch_size":
+        return _int(value, where, 1, 10000)
+    if key in BACKEND_SECTIONS:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a mapping of {key} options, got {value!r}")
+        return dict(value)
+    raise AssertionError(key)
+
+
+def _int(value: Any, where: str, low: int, high: int | None) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{where}: must be a whole number {span}, got {value!r}")
+    return number
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"{where}: must be true or false, got {value!r}")
+
+
+def validate(cfg: Config, origin: str = "config") -> Config:
+    if cfg.predictions not in ("full", "ids"):
+        raise ConfigError(f"{origin}: predictions: must be 'full' (prediction objects) or 'ids' "
+                          f"(Label Studio's bare ids), got {cfg.predictions!r}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError(f"{origin}: log_format: must be 'text' or 'json', got {cfg.log_format!r}")
+    validate_template(cfg.key_template, f"{origin}: key_template")
+    return cfg

@@ -1,0 +1,65 @@
+"""Logging: readable lines on a terminal, timestamped lines otherwise, JSON lines on request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                 + f".{int(record.msecs):03d}Z", "level": record.levelname.lower(),
+                 "message": record.getMessage()}
+        for key, value in getattr(record, "fields", {}).items():
+            entry[key] = value
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(log_format: str = "text", verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("syncd: %(levelname)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s syncd %(levelname)s %(message)s"))
+    root = logging.getLogger("syncd")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class Progress:
+    """A progress bar on a terminal; a log line every ``interval`` seconds otherwise."""
+
+    def __init__(self, label: str, interval: float = 10.0):
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.interval = interval if not self.tty else 0.1
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6)
+        if self.tty:
+            width = 30
+            filled = int(width * done / total) if total else width
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                             f"{done}/{total} tasks {rate:,.0f}/s ")
+            sys.stderr.flush()
+            self.drawn = True
+        elif now - self.started >= self.interval:
+            logging.getLogger("syncd").info("%s: %d/%d tasks (%.0f/s)", self.label, done, total, rate)
+
+    def finish(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

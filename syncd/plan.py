@@ -1,0 +1,62 @@
+"""The plan: what to do with each key, decided by content hash (rclone's "compare, skip equal").
+
+Pure functions: they look at a document and what the checkpoint says was last written, and
+never touch the store. Deletions are planned only after a complete scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from syncd.checkpoint import Entry
+from syncd.document import TaskDocument
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "put", "skip", "delete" or "orphan"
+    key: str
+    task_id: int
+    project_id: int | None
+    reason: str
+    document: TaskDocument | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind.upper():7} {self.key}  (task {self.task_id}: {self.reason})"
+
+
+def plan_document(doc: TaskDocument, key: str, previous: Entry | None) -> Action:
+    """PUT a new or changed document, SKIP one whose bytes are already there."""
+    if previous is None:
+        return Action("put", key, doc.task_id, doc.project_id, "new", doc)
+    if previous.sha256 != doc.sha256:
+        reason = "changed" if previous.task_id == doc.task_id else f"key was task {previous.task_id}'s"
+        return Action("put", key, doc.task_id, doc.project_id, reason, doc)
+    return Action("skip", key, doc.task_id, doc.project_id, "unchanged")
+
+
+def plan_removals(gone: list[Entry], delete: bool, had_errors: bool,
+                  max_delete: int | None) -> tuple[list[Action], str | None]:
+    """What to do with keys whose task is no longer labeled (or now lives under another key).
+
+    Returns the actions and, when deletions were held back, why. A run that had errors
+    deletes nothing (its view of the source may be incomplete), and ``max_delete`` guards
+    against a source that suddenly looks empty (a wrong database, a bad filter).
+    """
+    if not gone:
+        return [], None
+
+    def removal(kind: str, entry: Entry) -> Action:
+        return Action(kind, entry.key, entry.task_id, entry.project_id, "no longer labeled or moved")
+
+    if not delete:
+        return [removal("orphan", e) for e in gone], None
+    if had_errors:
+        return ([removal("orphan", e) for e in gone],
+                f"{len(gone)} deletion(s) held back because this run had errors; they happen on "
+                "the next clean run")
+    if max_delete is not None and len(gone) > max_delete:
+        return ([removal("orphan", e) for e in gone],
+                f"{len(gone)} objects would be deleted but max_delete is {max_delete}; nothing was "
+                "deleted. Check that db: points at the right database, then raise max_delete")
+    return [removal("delete", e) for e in gone], None
