@@ -1,7 +1,8 @@
 """Local directory target: ``file:///path`` or a plain path.
 
-Writes go to a temporary name in the destination directory, are fsynced, and renamed into
-place, so a reader (or a crash) never sees half an object. The content hash is the content's
+Writes go to a temporary file in ``<root>/.syncd-tmp/``, are fsynced, and renamed into place
+(same filesystem, so the rename is atomic): a reader, or a crash, never sees half an object,
+and whatever a killed run left behind is in one directory that the next run empties. The content hash is the content's
 own sha256: a directory has no metadata to keep it in, and reading back a small JSON file is
 cheap.
 """
@@ -20,7 +21,7 @@ from urllib.parse import unquote, urlparse
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
 
-TMP_MARKER = ".syncd-tmp-"
+TMP_DIR = ".syncd-tmp"
 
 
 def _path_from_url(url: str) -> Path:
@@ -57,6 +58,7 @@ class LocalStore:
     def check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._clear_tmp()
         except OSError as exc:
             raise StoreError(f"target directory {self.root} cannot be created: {exc.strerror}; "
                              "create it or choose another target", fatal=True) from None
@@ -66,10 +68,20 @@ class LocalStore:
             raise StoreError(f"target directory {self.root} is not writable by this user; "
                              "fix its permissions or choose another target", fatal=True)
 
+    def _clear_tmp(self) -> None:
+        # One syncd per target: files here are leftovers of a killed run, never objects.
+        tmp_dir = self.root / TMP_DIR
+        if tmp_dir.is_dir():
+            for leftover in tmp_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+
     def put(self, key: str, data: bytes, sha256: str) -> None:
+        if key.split("/", 1)[0] == TMP_DIR:
+            raise StoreError(f"key {key!r} is reserved for syncd's temporary files")
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.tmp"
         try:
+            tmp.parent.mkdir(exist_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -102,11 +114,12 @@ class LocalStore:
         if not self.root.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames.sort()
             rel_dir = os.path.relpath(dirpath, self.root)
+            if rel_dir == ".":
+                # writes in progress, or left by a killed run: never objects
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+            dirnames.sort()
             for name in sorted(filenames):
-                if TMP_MARKER in name:
-                    continue  # a write in progress, or left by a crash: never an object
                 key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
                 if key.startswith(prefix):
                     info = self.head(key)

@@ -1,0 +1,344 @@
+"""Amazon S3 (and S3-compatible) target: ``s3://bucket/prefix``.
+
+A thin layer over boto3. Credentials come only from boto3's default chain (environment,
+shared config/credentials files and ``profile``, container/instance/IRSA roles); the endpoint
+from ``endpoint_url`` or boto3's own ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``.
+
+Each object is written with one PutObject (atomic), ``Content-Type: application/json`` and the
+document's sha256 in the user metadata ``x-amz-meta-sha256``. S3 listings do not carry user
+metadata, so ``list`` asks for each listed object's metadata with a HEAD, ``transfers`` at a
+time, one page of keys after another.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from syncd.errors import ConfigError, StoreError
+from syncd.stores.base import ObjectInfo
+
+OPTION_KEYS = ("endpoint_url", "region", "addressing_style", "profile", "sse", "kms_key_id",
+               "storage_class", "max_attempts")
+PROBE_MARKER = ".syncd-write-check-"
+PROBE_DATA = b"{}"
+PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
+DEFAULT_MAX_ATTEMPTS = 5
+PAGE_SIZE = 1000
+HEAD_BATCH = 64  # heads in flight per step of a listing, so the first keys come back quickly
+
+_THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "TooManyRequestsException",
+               "RequestLimitExceeded", "RequestThrottled", "RequestThrottledException",
+               "ProvisionedThroughputExceededException", "BandwidthLimitExceeded"}
+_TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+              "OperationAborted", "PriorRequestNotComplete"}
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
+                    "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
+                    "AuthFailure", "MissingSecurityHeader"}
+_DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState", "InvalidPayer",
+           "NotSignedUp", "AccessDeniedException", "Forbidden"}
+_WRONG_REGION = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+                 "InvalidRegion"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class S3Store:
+    """One bucket and key prefix on S3 or an S3-compatible service."""
+
+    def __init__(self, url: str, bucket: str, prefix: str, *, endpoint_url: str | None = None,
+                 region: str | None = None, addressing_style: str = "auto", profile: str | None = None,
+                 sse: str | None = None, kms_key_id: str | None = None, storage_class: str | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
+        self.url = url
+        self.bucket = bucket
+        self.prefix = prefix
+        self.transfers = max(1, transfers)
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._addressing_style = addressing_style
+        self._profile = profile
+        self._max_attempts = max_attempts
+        self._put_args: dict[str, str] = {}
+        if sse:
+            self._put_args["ServerSideEncryption"] = sse
+        if kms_key_id:
+            self._put_args["SSEKMSKeyId"] = kms_key_id
+        if storage_class:
+            self._put_args["StorageClass"] = storage_class
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+        self._client_pid = 0
+        self._client()  # a wrong profile or endpoint shows now, as a ConfigError; no request is made
+
+    @classmethod
+    def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> S3Store:
+        bucket, prefix = _split_url(url, "s3")
+        unknown = sorted(set(options) - set(OPTION_KEYS))
+        if unknown:
+            raise ConfigError(f"target {url!r}: unknown s3 option {unknown[0]!r}; "
+                              f"the s3 options are {', '.join(OPTION_KEYS)}")
+        opts = {k: v for k, v in options.items() if v is not None and v != ""}
+        for key in OPTION_KEYS:
+            if key in opts and key != "max_attempts" and not isinstance(opts[key], str):
+                raise ConfigError(f"target {url!r}: s3 option {key!r} must be a string")
+        style = opts.get("addressing_style", "auto")
+        if style not in ("auto", "path", "virtual"):
+            raise ConfigError(f"target {url!r}: s3 option 'addressing_style' must be auto, path or virtual "
+                              f"(got {style!r})")
+        sse = opts.get("sse")
+        if sse is not None and sse not in ("AES256", "aws:kms"):
+            raise ConfigError(f"target {url!r}: s3 option 'sse' must be AES256 or aws:kms (got {sse!r})")
+        if "kms_key_id" in opts and sse != "aws:kms":
+            raise ConfigError(f"target {url!r}: s3 option 'kms_key_id' needs sse: aws:kms")
+        endpoint = opts.get("endpoint_url")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"target {url!r}: s3 option 'endpoint_url' must start with http:// or https:// "
+                              f"(got {endpoint!r})")
+        return cls(url, bucket, prefix, endpoint_url=endpoint, region=opts.get("region"),
+                   addressing_style=style, profile=opts.get("profile"), sse=sse,
+                   kms_key_id=opts.get("kms_key_id"), storage_class=opts.get("storage_class"),
+                   max_attempts=_max_attempts(url, "s3", opts.get("max_attempts")), transfers=transfers)
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    # -- the client, created again in a forked child (boto3 clients are not fork-safe) -------------
+
+    def _client(self) -> Any:
+        pid = os.getpid()
+        client = self._client_obj
+        if client is not None and self._client_pid == pid:
+            return client
+        with self._lock:
+            if self._client_obj is None or self._client_pid != pid:
+                self._client_obj = self._make_client()
+                self._client_pid = pid
+            return self._client_obj
+
+    def _make_client(self) -> Any:
+        try:
+            session = boto3.session.Session(profile_name=self._profile, region_name=self._region)
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError(f"target {self.url!r}: AWS profile {self._profile!r} is not in the AWS config "
+                              "or credentials file; fix the s3 option 'profile' or AWS_PROFILE") from None
+        config = Config(
+            max_pool_connections=max(self.transfers, 10),
+            retries={"mode": "standard", "max_attempts": self._max_attempts},
+            s3={"addressing_style": self._addressing_style},
+            connect_timeout=10,
+            read_timeout=60,
+            user_agent_extra="labelstudio-syncd",
+        )
+        try:
+            return session.client("s3", endpoint_url=self._endpoint_url, config=config)
+        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+            raise ConfigError(f"target {self.url!r}: cannot set up the S3 client: "
+                              f"{_one_line(str(exc))}") from None
+
+    # -- the Store interface ---------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, sha256: str) -> None:
+        try:
+            self._client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                      ContentType="application/json", Metadata={"sha256": sha256},
+                                      **self._put_args)
+        except Exception as exc:
+            raise self._error("write", key, exc) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        except Exception as exc:
+            if _status(exc) == 404 and _code(exc) != "NoSuchBucket":
+                return  # some S3-compatible services answer 404 instead of 204
+            raise self._error("delete", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            return self._head(key)
+        except Exception as exc:
+            raise self._error("read", key, exc) from None
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self._client().head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        sha = (resp.get("Metadata") or {}).get("sha256", "").lower()
+        return ObjectInfo(key=key, size=int(resp["ContentLength"]), sha256=sha if _SHA256.fullmatch(sha) else None)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self._client().get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix,
+                                   PaginationConfig={"PageSize": PAGE_SIZE})
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.transfers, HEAD_BATCH),
+                                    thread_name_prefix="syncd-s3-head") as pool:
+                for page in pages:
+                    keys = [obj["Key"][len(self.prefix):] for obj in page.get("Contents", ())]
+                    keys = [k for k in keys if _is_object_key(k)]
+                    for start in range(0, len(keys), HEAD_BATCH):
+                        for info in pool.map(self._head, keys[start:start + HEAD_BATCH]):
+                            if info is not None:  # None: deleted since it was listed
+                                yield info
+        except Exception as exc:
+            raise self._error("list", prefix, exc, listing=True) from None
+
+    def check_writable(self) -> None:
+        # Write, read back, list (the probe itself is filtered out: this checks ListBucket) and delete
+        # a small object, so each permission a run needs is tried once before it starts.
+        probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
+        self.put(probe, PROBE_DATA, PROBE_SHA256)
+        try:
+            info = self.head(probe)
+            if info is None or info.size != len(PROBE_DATA):
+                raise StoreError(f"S3 bucket {self.bucket!r} accepted a test object at {self._where(probe)} but "
+                                 "does not return it; check the endpoint and the bucket's settings", fatal=True)
+            next(iter(self.list(probe)), None)
+        finally:
+            self.delete(probe)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client_obj = self._client_obj, None
+        if client is not None:
+            client.close()
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        where = self._where(key) + ("*" if listing else "")
+        what = f"cannot {action} {where}"
+        endpoint = self._endpoint_label()
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code, status = _code(exc), _status(exc)
+            message = _one_line(str((exc.response.get("Error") or {}).get("Message") or ""))[:200]
+            reason = f"{code or 'error'} (HTTP {status})" + (f": {message}" if message else "")
+            retry_after = _retry_after(((exc.response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {})
+                                       .get("retry-after"))
+            if code == "NoSuchBucket":
+                return StoreError(f"S3 bucket {self.bucket!r} does not exist{endpoint}; create it or fix the "
+                                  f"target URL {self.url}", fatal=True)
+            if code in _BAD_CREDENTIALS or status == 401:
+                return StoreError(f"{what}: S3 rejected the credentials ({code or status}){endpoint}; check "
+                                  "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_PROFILE or "
+                                  "the 's3.profile' option, or the role syncd runs with", fatal=True)
+            if code in _DENIED or status == 403 or (code or "").startswith("KMS."):
+                return StoreError(f"{what}: access denied ({reason}); grant the credentials s3:PutObject, "
+                                  f"s3:GetObject, s3:DeleteObject and s3:ListBucket on bucket {self.bucket!r}"
+                                  + (" and use of the KMS key" if "SSEKMSKeyId" in self._put_args
+                                     or self._put_args.get("ServerSideEncryption") == "aws:kms" else ""),
+                                  fatal=True)
+            if code in _WRONG_REGION or status == 301:
+                return StoreError(f"{what}: {reason}; bucket {self.bucket!r} is in another region or behind "
+                                  "another endpoint: set the 's3.region' option (or AWS_REGION) or "
+                                  "'s3.endpoint_url'", fatal=True)
+            if code in _THROTTLING or status in (429, 503):
+                return StoreError(f"{what}: throttled, {reason}; will be retried, lower 'transfers' if it "
+                                  "persists", retryable=True, retry_after=retry_after)
+            if code in _TRANSIENT or status in (408, 500, 502, 504) or (status or 0) >= 500:
+                return StoreError(f"{what}: server error, {reason}; will be retried", retryable=True,
+                                  retry_after=retry_after)
+            return StoreError(f"{what}: {reason}")
+        if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+                            botocore.exceptions.CredentialRetrievalError, botocore.exceptions.NoAuthTokenError,
+                            botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOError)):
+            return StoreError(f"{what}: no usable AWS credentials ({type(exc).__name__}); set "
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the 's3.profile' option, or "
+                              "run with an instance/IRSA role", fatal=True)
+        if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return StoreError(f"{what}: the TLS certificate of the endpoint{endpoint} is not trusted; set "
+                              "AWS_CA_BUNDLE to its CA bundle", fatal=True)
+        if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                            ConnectionError, TimeoutError)):
+            return StoreError(f"{what}: network error{endpoint}: {type(exc).__name__}; will be retried, check "
+                              "the network and 's3.endpoint_url' if it persists", retryable=True)
+        if isinstance(exc, ConfigError):
+            return StoreError(str(exc), fatal=True)
+        return StoreError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
+
+    def _endpoint_label(self) -> str:
+        client = self._client_obj
+        endpoint = client.meta.endpoint_url if client is not None else self._endpoint_url
+        if not endpoint or endpoint.endswith(".amazonaws.com"):
+            return ""
+        return f" at {endpoint.split('@')[-1]}"
+
+
+def _split_url(url: str, scheme: str) -> tuple[str, str]:
+    """``scheme://bucket/some/prefix`` -> (bucket, 'some/prefix/'); the prefix is '' or ends with '/'."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or any(c in bucket for c in "?#@ "):
+        raise ConfigError(f"target {url!r}: name the bucket, as {scheme}://BUCKET or {scheme}://BUCKET/PREFIX")
+    prefix = prefix.strip("/")
+    if "//" in prefix:
+        raise ConfigError(f"target {url!r}: the prefix has an empty path segment ('//')")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _max_attempts(url: str, backend: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_ATTEMPTS
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
+        raise ConfigError(f"target {url!r}: {backend} option 'max_attempts' must be a whole number "
+                          f"from 1 to 20 (got {value!r})")
+    return value
+
+
+def _is_object_key(key: str) -> bool:
+    # Folder placeholders ("dir/") made by consoles, and leftovers of check_writable, are no objects.
+    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
+
+
+def _code(exc: Exception) -> str | None:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return (exc.response.get("Error") or {}).get("Code")
+    return None
+
+
+def _status(exc: Exception) -> int | None:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
