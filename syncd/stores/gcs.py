@@ -1,0 +1,318 @@
+"""Google Cloud Storage target: ``gs://bucket/prefix``.
+
+A thin layer over google-cloud-storage. Credentials come only from Application Default
+Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata
+server of GCE/GKE/Cloud Run); when ``STORAGE_EMULATOR_HOST`` is set the client talks to that
+emulator with anonymous credentials and looks for no credentials at all.
+
+Each object is written in one upload (atomic: the object appears when the upload completes) with
+``Content-Type: application/json`` and the document's sha256 in the custom metadata ``sha256``,
+which listings return, so ``list`` needs one request per page of 1,000 objects.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import google.auth
+import google.auth.exceptions
+import requests
+import requests.adapters
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import storage
+from google.cloud.storage.retry import _should_retry  # the library's own rule: 408/429/5xx, network
+
+from syncd.errors import ConfigError, StoreError
+from syncd.stores.base import ObjectInfo
+
+OPTION_KEYS = ("project", "max_attempts")
+PROBE_MARKER = ".syncd-write-check-"
+PROBE_DATA = b"{}"
+PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
+DEFAULT_MAX_ATTEMPTS = 5
+PAGE_SIZE = 1000
+TIMEOUT = (10, 60)  # connect, read (seconds)
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class GCSStore:
+    """One bucket and object-name prefix on Google Cloud Storage."""
+
+    def __init__(self, url: str, bucket: str, prefix: str, *, project: str | None = None,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
+        self.url = url
+        self.bucket = bucket
+        self.prefix = prefix
+        self.transfers = max(1, transfers)
+        self._project = project
+        self._max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._client_obj: Any = None
+        self._client_pid = 0
+
+    @classmethod
+    def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> GCSStore:
+        bucket, prefix = _split_url(url, "gs")
+        unknown = sorted(set(options) - set(OPTION_KEYS))
+        if unknown:
+            raise ConfigError(f"target {url!r}: unknown gcs option {unknown[0]!r}; "
+                              f"the gcs options are {', '.join(OPTION_KEYS)}")
+        project = options.get("project") or None
+        if project is not None and not isinstance(project, str):
+            raise ConfigError(f"target {url!r}: gcs option 'project' must be a string")
+        return cls(url, bucket, prefix, project=project,
+                   max_attempts=_max_attempts(url, "gcs", options.get("max_attempts")), transfers=transfers)
+
+    def __repr__(self) -> str:
+        return f"GCSStore({self.url!r})"
+
+    # -- the client: made on first use (finding credentials may ask the metadata server), and made
+    #    again in a forked child --------------------------------------------------------------------
+
+    def _client(self) -> storage.Client:
+        pid = os.getpid()
+        client = self._client_obj
+        if client is not None and self._client_pid == pid:
+            return client
+        with self._lock:
+            if self._client_obj is None or self._client_pid != pid:
+                self._client_obj = self._make_client()
+                self._client_pid = pid
+            return self._client_obj
+
+    def _make_client(self) -> storage.Client:
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(self.transfers, 10))
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            credentials: Any = AnonymousCredentials()
+            session: requests.Session = requests.Session()
+            project = self._project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "test"
+        else:
+            credentials, adc_project = google.auth.default(scopes=SCOPES)
+            session = AuthorizedSession(credentials)
+            project = self._project or adc_project
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        client = storage.Client(project=project, credentials=credentials, _http=session)
+        # The library looks up each bucket's metadata in a background thread only to label tracing
+        # spans; syncd makes no request it did not ask for and keeps no cache of remote state.
+        if getattr(client, "_bucket_metadata_cache", None) is not None:
+            client._bucket_metadata_cache = None
+        return client
+
+    def _retry(self) -> Retry | None:
+        """The library's retry rule, for at most ``max_attempts`` tries of one request."""
+        if self._max_attempts <= 1:
+            return None
+        return Retry(predicate=_Attempts(self._max_attempts), initial=1.0, maximum=20.0, multiplier=2.0,
+                     timeout=None)
+
+    # -- the Store interface ---------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes, sha256: str) -> None:
+        try:
+            blob = self._client().bucket(self.bucket).blob(self.prefix + key)
+            blob.metadata = {"sha256": sha256}
+            blob.upload_from_string(data, content_type="application/json", timeout=TIMEOUT,
+                                    retry=self._retry())
+        except Exception as exc:
+            raise self._error("write", key, exc) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client().bucket(self.bucket).delete_blob(self.prefix + key, timeout=TIMEOUT,
+                                                           retry=self._retry())
+        except api_exceptions.NotFound as exc:
+            if _is_missing_bucket(exc):
+                raise self._error("delete", key, exc) from None
+        except Exception as exc:
+            raise self._error("delete", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            blob = self._client().bucket(self.bucket).get_blob(self.prefix + key, timeout=TIMEOUT,
+                                                               retry=self._retry())
+        except Exception as exc:
+            raise self._error("read", key, exc) from None
+        return None if blob is None else self._info(key, blob)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        attempts = _Attempts(self._max_attempts)
+        retry = None if self._max_attempts <= 1 else Retry(predicate=attempts, initial=1.0, maximum=20.0,
+                                                           multiplier=2.0, timeout=None)
+        try:
+            blobs = self._client().list_blobs(self.bucket, prefix=self.prefix + prefix, page_size=PAGE_SIZE,
+                                              fields="items(name,size,metadata),nextPageToken",
+                                              timeout=TIMEOUT, retry=retry)
+            for page in blobs.pages:  # one request per page, made as the caller reaches it
+                attempts.reset()
+                for blob in page:
+                    key = blob.name[len(self.prefix):]
+                    if _is_object_key(key):
+                        yield self._info(key, blob)
+        except Exception as exc:
+            raise self._error("list", prefix, exc, listing=True) from None
+
+    def check_writable(self) -> None:
+        # Write, read back, list (the probe itself is filtered out: this checks storage.objects.list)
+        # and delete a small object, so each permission a run needs is tried once before it starts.
+        probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
+        self.put(probe, PROBE_DATA, PROBE_SHA256)
+        try:
+            info = self.head(probe)
+            if info is None or info.size != len(PROBE_DATA):
+                raise StoreError(f"GCS bucket {self.bucket!r} accepted a test object at {self._where(probe)} "
+                                 "but does not return it; check STORAGE_EMULATOR_HOST and the bucket's settings",
+                                 fatal=True)
+            next(iter(self.list(probe)), None)
+        finally:
+            self.delete(probe)
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client_obj = self._client_obj, None
+        if client is not None:
+            client.close()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _info(key: str, blob: Any) -> ObjectInfo:
+        sha = str((blob.metadata or {}).get("sha256", "")).lower()
+        return ObjectInfo(key=key, size=int(blob.size or 0), sha256=sha if _SHA256.fullmatch(sha) else None)
+
+    def _where(self, key: str) -> str:
+        return f"gs://{self.bucket}/{self.prefix}{key}"
+
+    def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        what = f"cannot {action} {self._where(key)}{'*' if listing else ''}"
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        at = f" at {emulator}" if emulator else ""
+        if isinstance(exc, api_exceptions.GoogleAPICallError):
+            status = exc.code
+            message = _one_line(str(exc.message or ""))[:200]
+            reason = f"HTTP {status}" + (f": {message}" if message else "")
+            response = getattr(exc, "response", None)
+            headers = getattr(response, "headers", None) or {}
+            retry_after = _retry_after(headers.get("Retry-After"))
+            if status == 404 and (action in ("write", "list") or _is_missing_bucket(exc)):
+                return StoreError(f"GCS bucket {self.bucket!r} does not exist{at}; create it or fix the "
+                                  f"target URL {self.url}", fatal=True)
+            if status == 401:
+                return StoreError(f"{what}: Google Cloud Storage rejected the credentials ({reason}); check "
+                                  "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default "
+                                  "login`", fatal=True)
+            if status == 403:
+                return StoreError(f"{what}: access denied ({reason}); grant the service account "
+                                  f"roles/storage.objectAdmin (objects create, get, list, delete) on bucket "
+                                  f"{self.bucket!r}", fatal=True)
+            if status == 429:
+                return StoreError(f"{what}: throttled, {reason}; will be retried, lower 'transfers' if it "
+                                  "persists", retryable=True, retry_after=retry_after)
+            if status is not None and (status >= 500 or status == 408):
+                return StoreError(f"{what}: server error, {reason}; will be retried", retryable=True,
+                                  retry_after=retry_after)
+            return StoreError(f"{what}: {reason}")
+        if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
+            return StoreError(f"{what}: no Google credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a "
+                              "service-account key file, run `gcloud auth application-default login`, or run "
+                              "with a service account on GCP", fatal=True)
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            return StoreError(f"{what}: the Google credentials were rejected ({_one_line(str(exc))[:120]}); "
+                              "check GOOGLE_APPLICATION_CREDENTIALS or the service account", fatal=True)
+        if isinstance(exc, google.auth.exceptions.TransportError) or _should_retry(exc):
+            return StoreError(f"{what}: network error{at}: {type(exc).__name__}; will be retried, check the "
+                              "network if it persists", retryable=True)
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status in (408, 429)):
+            return StoreError(f"{what}: HTTP {status}; will be retried", retryable=True,
+                              retry_after=_retry_after(exc.response.headers.get("Retry-After")))  # type: ignore
+        if type(exc).__name__ == "DataCorruption":
+            return StoreError(f"{what}: the upload arrived corrupted (checksum mismatch); will be retried",
+                              retryable=True)
+        if isinstance(exc, ConfigError):
+            return StoreError(str(exc), fatal=True)
+        return StoreError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
+
+
+class _Attempts:
+    """A retry predicate that allows ``max_attempts`` tries in all of what the library rule retries."""
+
+    def __init__(self, max_attempts: int):
+        self.max_attempts = max_attempts
+        self.reset()
+
+    def reset(self) -> None:
+        self.left = self.max_attempts - 1
+
+    def __call__(self, exc: Exception) -> bool:
+        if not _should_retry(exc) or self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+def _is_missing_bucket(exc: Exception) -> bool:
+    # GCS answers 404 both for a missing object and a missing bucket; only the message tells.
+    return "bucket" in str(getattr(exc, "message", "") or "").lower()
+
+
+def _split_url(url: str, scheme: str) -> tuple[str, str]:
+    """``scheme://bucket/some/prefix`` -> (bucket, 'some/prefix/'); the prefix is '' or ends with '/'."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or any(c in bucket for c in "?#@ "):
+        raise ConfigError(f"target {url!r}: name the bucket, as {scheme}://BUCKET or {scheme}://BUCKET/PREFIX")
+    prefix = prefix.strip("/")
+    if "//" in prefix:
+        raise ConfigError(f"target {url!r}: the prefix has an empty path segment ('//')")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _max_attempts(url: str, backend: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_ATTEMPTS
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
+        raise ConfigError(f"target {url!r}: {backend} option 'max_attempts' must be a whole number "
+                          f"from 1 to 20 (got {value!r})")
+    return value
+
+
+def _is_object_key(key: str) -> bool:
+    # Folder placeholders ("dir/") made by consoles, and leftovers of check_writable, are no objects.
+    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
