@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from syncd import __version__, logs
@@ -49,7 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", metavar="ID", type=int, action="append", dest="projects",
                    help="only this project (repeat for several; default: all)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--verify-remote", action="store_true",
+                   help="compare with the target's listing and stored hashes instead of the local state "
+                   "(for a lost or new state file, or a target someone else changed)")
     p.set_defaults(func=cmd_resync)
+
+    p = sub.add_parser("check", help="check the config, the database and the target, then exit",
+                       description="Validate the configuration and connectivity: the database is readable "
+                       "and is Label Studio's, the target is reachable and writable (a probe object is "
+                       "written and removed), the state file is usable. One line per check; exit 0 only "
+                       "if all pass.")
+    _common(p)
+    p.set_defaults(func=cmd_check)
     return parser
 
 
@@ -72,19 +84,27 @@ def cmd_resync(args: argparse.Namespace) -> int:
     store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
     db = connect(cfg.db)
     state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+    scratch = None
+    if args.dry_run and args.verify_remote:
+        # A dry run must not touch the real checkpoint: plan against a throwaway copy.
+        scratch = tempfile.TemporaryDirectory(prefix="syncd-dry-run-")
+        state_path = Path(scratch.name) / "state.sqlite3"
     checkpoint = Checkpoint(state_path, store.url)
     progress = logs.Progress("resync")
     try:
         source = LabelStudioSource(db, batch_size=cfg.batch_size)
         options = ResyncOptions(key_template=cfg.key_template, projects=cfg.projects, delete=cfg.delete,
                                 max_delete=cfg.max_delete, transfers=cfg.transfers,
-                                dry_run=args.dry_run, predictions=cfg.predictions)
+                                dry_run=args.dry_run, predictions=cfg.predictions,
+                                verify_remote=args.verify_remote)
         summary = resync(source, store, checkpoint, options, progress=progress)
     finally:
         progress.finish()
         checkpoint.close()
         store.close()
         db.close()
+        if scratch is not None:
+            scratch.cleanup()
     if args.dry_run:
         for action in summary.plan:
             print(action.describe())
@@ -93,6 +113,52 @@ def cmd_resync(args: argparse.Namespace) -> int:
     prefix = "syncd resync (dry run)" if args.dry_run else "syncd resync"
     print(f"{prefix}: {summary.line(args.dry_run)}")
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    results: list[tuple[bool, str]] = []
+    try:
+        cfg = load_config(args)
+    except ConfigError as exc:
+        print(f"FAIL config: {exc}")
+        return EXIT_USAGE
+    results.append((True, f"config: {cfg.source_file or 'command line'} is valid"))
+    try:
+        db = connect(cfg.db)
+        try:
+            source = LabelStudioSource(db)
+            projects = source.projects()
+            labeled = source.count_labeled(cfg.projects)
+            missing = [p for p in cfg.projects if p not in projects]
+        finally:
+            db.close()
+        if missing:
+            results.append((False, f"database {db.url}: no project {', '.join(map(str, missing))}"))
+        else:
+            results.append((True, f"database {db.url}: Label Studio, {len(projects)} projects, "
+                                  f"{labeled} labeled tasks"))
+    except SyncdError as exc:
+        results.append((False, f"database: {exc}"))
+    store = None
+    try:
+        store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
+        store.check_writable()
+        results.append((True, f"target {store.url}: reachable and writable"))
+    except SyncdError as exc:
+        results.append((False, f"target {cfg.target}: {exc}"))
+    finally:
+        if store is not None:
+            store.close()
+    if store is not None:
+        state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+        try:
+            Checkpoint(state_path, store.url).close()
+            results.append((True, f"state {state_path}: usable"))
+        except SyncdError as exc:
+            results.append((False, f"state: {exc}"))
+    for ok, line in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {line}")
+    return EXIT_OK if all(ok for ok, _ in results) else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,26 @@ def check_key(key: str) -> str:
     return key
 
 
+def template_pattern(template: str) -> re.Pattern[str]:
+    """A regex matching exactly the keys ``template`` can render, capturing the ids."""
+    parts = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if name == "task_id":
+            parts.append(r"(?P<task_id>\d+)")
+        elif name == "project_id":
+            parts.append(r"(?P<project_id>\d+|none)")
+        elif name == "project_slug":
+            parts.append(r"[a-z0-9-]+")
+    return re.compile("".join(parts) + r"\Z")
+
+
+def template_prefix(template: str) -> str:
+    """The literal start of every key the template renders (to list less of a bucket)."""
+    literal = next(string.Formatter().parse(template), ("", None, None, None))[0]
+    return literal.rsplit("/", 1)[0] + "/" if "/" in literal else ""
+
+
 def join_prefix(prefix: str, key: str) -> str:
     """``prefix/key`` without doubled or leading slashes."""
     prefix = prefix.strip("/")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from syncd.checkpoint import Checkpoint
 from syncd.document import DocumentOptions, build_document
 from syncd.errors import BadTask, StoreError, SyncdError
-from syncd.keys import UnsafeKey, render_key
+from syncd.keys import UnsafeKey, render_key, template_pattern, template_prefix
 from syncd.plan import Action, plan_document, plan_removals
 from syncd.source import LabelStudioSource
 from syncd.stores.base import Store
@@ -35,6 +35,7 @@ class ResyncOptions:
     transfers: int = 8
     dry_run: bool = False
     predictions: str = "full"
+    verify_remote: bool = False
 
 
 @dataclass
@@ -77,6 +78,8 @@ def resync(source: LabelStudioSource, store: Store, checkpoint: Checkpoint, opti
     stop = stop or threading.Event()
     if not options.dry_run:
         store.check_writable()
+    if options.verify_remote:
+        adopt_remote_state(store, checkpoint, options.key_template)
     projects = source.projects()
     users = source.users()
     doc_options = DocumentOptions(predictions=options.predictions)
@@ -167,6 +170,31 @@ def resync(source: LabelStudioSource, store: Store, checkpoint: Checkpoint, opti
             checkpoint.flush()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def adopt_remote_state(store: Store, checkpoint: Checkpoint, key_template: str) -> int:
+    """Replace the checkpoint with what the target holds (``--verify-remote``).
+
+    For a lost or new state file, or a bucket someone else touched: the store's listing and
+    stored hashes become the truth, so only what differs is uploaded. Objects whose key the
+    template could not have produced are not syncd's and are left alone. Returns how many
+    objects were adopted.
+    """
+    pattern = template_pattern(key_template)
+    checkpoint.forget_all()
+    adopted = 0
+    for info in store.list(template_prefix(key_template)):
+        match = pattern.match(info.key)
+        if not match:
+            continue
+        project = match.groupdict().get("project_id")
+        checkpoint.record_put(info.key, int(match["task_id"]),
+                              int(project) if project and project.isdigit() else None,
+                              info.sha256 or "", info.size)
+        adopted += 1
+    checkpoint.flush()
+    log.info("verify-remote: %d objects found at the target", adopted)
+    return adopted
 
 
 def _process_batch(batch, projects, users, doc_options, options, checkpoint, seen, summary, apply) -> None:

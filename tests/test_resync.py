@@ -241,3 +241,32 @@ def test_database_is_never_written(ls_db, tmp_path):
     assert result.returncode == 0, result.stderr
     assert ls_db.read_bytes() == before
     assert not Path(f"{ls_db}-wal").exists() and not Path(f"{ls_db}-journal").exists()
+
+
+def test_verify_remote_rebuilds_a_lost_state_from_the_target(ls_db, tmp_path):
+    out, state = tmp_path / "out", tmp_path / "state.sqlite3"
+    assert resync(ls_db, out, state).returncode == 0
+    state.unlink()
+    (out / "7.json").write_text('{"tampered": true}')  # someone changed one object
+    (out / "notes.txt").write_text("not ours")  # and left a file of their own
+    result = resync(ls_db, out, state, "--verify-remote")
+    assert result.returncode == 0, result.stderr
+    assert "1 written" in result.stdout and "0 orphaned" in result.stdout
+    assert json.loads((out / "7.json").read_bytes())["id"] == 7
+    assert (out / "notes.txt").read_text() == "not ours"
+    assert "nothing to write" in resync(ls_db, out, state).stdout
+
+
+def test_check_reports_each_part(ls_db, tmp_path):
+    good = run_syncd("check", "--db", f"sqlite:///{ls_db}", "--target", str(tmp_path / "out"),
+                     "--state", str(tmp_path / "s.sqlite3"))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert [line.split()[0] for line in good.stdout.splitlines()] == ["ok"] * 4
+    assert "38 labeled tasks" in good.stdout
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    bad = run_syncd("check", "--db", f"sqlite:///{tmp_path}/nope.sqlite3", "--target", str(a_file / "x"),
+                    "--state", str(tmp_path / "s.sqlite3"))
+    assert bad.returncode == 1
+    fails = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == 2 and "does not exist" in fails[0] and "cannot be created" in fails[1]

@@ -36,16 +36,16 @@ def _path_from_url(url: str) -> Path:
 class LocalStore:
     """A directory on a local (or mounted) filesystem."""
 
-    def __init__(self, root: Path, url: str | None = None):
+    def __init__(self, root: Path):
         self.root = root
-        self.url = url or root.as_uri()
+        self.url = root.as_uri()  # canonical: the default state file is named after it
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> LocalStore:
         if options:
             raise ConfigError(f"target {url!r}: a local directory takes no options "
                               f"(got {', '.join(sorted(options))})")
-        return cls(_path_from_url(url), url)
+        return cls(_path_from_url(url))
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
