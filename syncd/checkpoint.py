@@ -28,11 +28,15 @@ CREATE TABLE IF NOT EXISTS objects (
     sha256     TEXT NOT NULL,
     size       INTEGER NOT NULL,
     written_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (target, key)
 );
 CREATE INDEX IF NOT EXISTS objects_task ON objects (target, task_id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+COLUMNS = "key, task_id, project_id, sha256, size, fingerprint"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Entry:
     project_id: int | None
     sha256: str
     size: int
+    fingerprint: str = ""  # of the database rows the written document was made from
 
 
 def default_state_path(target_url: str) -> Path:
@@ -95,14 +100,14 @@ class Checkpoint:
             chunk = keys[start:start + 500]
             marks = ", ".join("?" for _ in chunk)
             for row in self.db.execute(
-                    f"SELECT key, task_id, project_id, sha256, size FROM objects "
+                    f"SELECT {COLUMNS} FROM objects "
                     f"WHERE target = ? AND key IN ({marks})", [self.target, *chunk]):
                 found[row[0]] = Entry(*row)
         return found
 
     def entries(self, project_ids: Iterable[int] = ()) -> Iterator[Entry]:
         projects = list(project_ids)
-        sql = "SELECT key, task_id, project_id, sha256, size FROM objects WHERE target = ?"
+        sql = f"SELECT {COLUMNS} FROM objects WHERE target = ?"
         params: list = [self.target]
         if projects:
             sql += f" AND project_id IN ({', '.join('?' for _ in projects)})"
@@ -110,13 +115,29 @@ class Checkpoint:
         for row in self.db.execute(sql + " ORDER BY task_id, key", params).fetchall():
             yield Entry(*row)
 
+    def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
+        ids = list(task_ids)
+        found: list[Entry] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found += [Entry(*row) for row in self.db.execute(
+                f"SELECT {COLUMNS} FROM objects WHERE target = ? AND task_id IN ({', '.join('?' for _ in chunk)})",
+                [self.target, *chunk])]
+        return found
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM objects WHERE target = ?", (self.target,)).fetchone()[0]
 
     # -------------------------------------------------------------- writes (after the store acked)
 
-    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int) -> None:
-        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time()))
+    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
+                   fingerprint: str = "") -> None:
+        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint))
+        self._maybe_flush()
+
+    def record_fingerprint(self, key: str, fingerprint: str) -> None:
+        """The rows changed but the document did not: remember the rows' new fingerprint."""
+        self._pending.append(("fingerprint", key, fingerprint))
         self._maybe_flush()
 
     def record_delete(self, key: str) -> None:
@@ -136,11 +157,15 @@ class Checkpoint:
             for item in self._pending:
                 if item[0] == "put":
                     self.db.execute(
-                        "INSERT INTO objects (target, key, task_id, project_id, sha256, size, written_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET "
+                        "INSERT INTO objects (target, key, task_id, project_id, sha256, size, written_at, "
+                        "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET "
                         "task_id = excluded.task_id, project_id = excluded.project_id, "
-                        "sha256 = excluded.sha256, size = excluded.size, written_at = excluded.written_at",
+                        "sha256 = excluded.sha256, size = excluded.size, written_at = excluded.written_at, "
+                        "fingerprint = excluded.fingerprint",
                         (self.target, *item[1:]))
+                elif item[0] == "fingerprint":
+                    self.db.execute("UPDATE objects SET fingerprint = ? WHERE target = ? AND key = ?",
+                                    (item[2], self.target, item[1]))
                 else:
                     self.db.execute("DELETE FROM objects WHERE target = ? AND key = ?", (self.target, item[1]))
             self.db.execute("COMMIT")

@@ -1,8 +1,11 @@
-"""A full reconcile: source -> task documents -> plan -> store -> checkpoint.
+"""Syncing: source -> task documents -> plan -> store -> checkpoint.
 
-Every labeled task is read and encoded; only documents whose bytes differ from what the
-checkpoint says was written are put; the checkpoint is updated after each acknowledged write;
-keys whose task is gone are deleted (or reported) only after a complete, error-free scan.
+``Syncer`` does the work for both modes: ``full()`` is ``syncd resync`` (every labeled task is
+read and encoded), ``sync_tasks()`` is the daemon's incremental step (only the tasks a change
+touched), ``reconcile()`` is the daemon's periodic check of what timestamps miss. In all three,
+only documents whose bytes differ from what the checkpoint says was written are put; the
+checkpoint is updated after each acknowledged write; keys whose task is gone are deleted (or
+reported as orphaned) only by a pass that had no errors.
 """
 
 from __future__ import annotations
@@ -10,16 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from syncd.checkpoint import Checkpoint
+from syncd.checkpoint import Checkpoint, Entry
 from syncd.document import DocumentOptions, build_document
 from syncd.errors import BadTask, StoreError, SyncdError
 from syncd.keys import UnsafeKey, render_key, template_pattern, template_prefix
 from syncd.plan import Action, plan_document, plan_removals
-from syncd.source import LabelStudioSource
+from syncd.source import LabelStudioSource, TaskRows
 from syncd.stores.base import Store
 from syncd.transfer import Transfers, with_retries
 
@@ -47,6 +50,7 @@ class Summary:
     orphaned: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    failed_tasks: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     plan: list[Action] = field(default_factory=list)  # filled in a dry run
     seconds: float = 0.0
@@ -54,6 +58,13 @@ class Summary:
     @property
     def ok(self) -> bool:
         return self.failed == 0
+
+    def fail(self, message: str, task_id: int | None = None) -> None:
+        self.failed += 1
+        self.failures.append(message)
+        if task_id is not None:
+            self.failed_tasks.add(task_id)
+        log.error("%s", message)
 
     def line(self, dry_run: bool = False) -> str:
         verb = "would write" if dry_run else "written"
@@ -70,52 +81,157 @@ class FatalStoreError(SyncdError):
     """The target as a whole failed (missing bucket, access denied, disk full)."""
 
 
-def resync(source: LabelStudioSource, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
-           progress: Callable[[int, int], None] | None = None,
-           stop: threading.Event | None = None) -> Summary:
-    started = time.monotonic()
-    summary = Summary()
-    stop = stop or threading.Event()
-    if not options.dry_run:
-        store.check_writable()
-    if options.verify_remote:
-        adopt_remote_state(store, checkpoint, options.key_template)
-    projects = source.projects()
-    users = source.users()
-    doc_options = DocumentOptions(predictions=options.predictions)
-    total = source.count_labeled(options.projects)
-    seen: set[str] = set()
-    fatal: list[StoreError] = []
-    transfers = Transfers(options.transfers)
+class Syncer:
+    def __init__(self, source: LabelStudioSource, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
+                 stop: threading.Event | None = None):
+        self.source = source
+        self.store = store
+        self.checkpoint = checkpoint
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.doc_options = DocumentOptions(predictions=options.predictions)
+        self.transfers = Transfers(options.transfers)
+        self._fatal: list[StoreError] = []
+        self._summary = Summary()
+        self.projects: dict = {}
+        self.users: dict = {}
 
-    def done(action: Action, future: Future) -> None:
-        exc = future.exception()
-        if exc is None:
-            if action.kind == "put":
-                doc = action.document
-                checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256, len(doc.body))
-                summary.written += 1
+    def close(self) -> None:
+        self.transfers.close()
+        if not self.options.dry_run:
+            self.checkpoint.flush()
+
+    # -------------------------------------------------------------- the three passes
+
+    def full(self, progress: Callable[[int, int], None] | None = None) -> Summary:
+        """Reconcile every labeled task (``syncd resync``, and the daemon's start)."""
+        summary = self._begin()
+        if not self.options.dry_run:
+            self.store.check_writable()
+        if self.options.verify_remote:
+            adopt_remote_state(self.store, self.checkpoint, self.options.key_template)
+        total = self.source.count_labeled(self.options.projects)
+        seen: set[str] = set()
+        last_id = 0
+        while not self.stop.is_set():
+            batch = self.source.read_batch(self.options.projects, last_id)
+            if not batch:
+                break
+            self._plan_rows(batch, seen)
+            last_id = batch[-1].id
+            if progress:
+                progress(summary.scanned, max(total, summary.scanned))
+        self._drain()
+        if self.stop.is_set():
+            raise SyncdError("interrupted; the next run continues where this one stopped")
+        self._remove([e for e in self.checkpoint.entries(self.options.projects) if e.key not in seen])
+        return self._end()
+
+    def sync_tasks(self, task_ids: Iterable[int]) -> Summary:
+        """Bring these tasks up to date: rewrite changed ones, remove the ones no longer labeled."""
+        ids = set(task_ids)
+        self._begin()
+        if not ids:
+            return self._end()
+        seen: set[str] = set()
+        self._plan_rows(self.source.read_tasks(ids, self.options.projects), seen)
+        self._drain()
+        self._remove([e for e in self.checkpoint.for_tasks(ids) if e.key not in seen])
+        return self._end()
+
+    def reconcile(self) -> Summary:
+        """Find what timestamps miss (deleted rows, bulk updates that leave ``updated_at``
+        alone, edits made with SQL) by comparing row fingerprints with the checkpoint."""
+        stored: dict[int, list[Entry]] = {}
+        for entry in self.checkpoint.entries(self.options.projects):
+            stored.setdefault(entry.task_id, []).append(entry)
+        changed: set[int] = set()
+        for task_id, fingerprint in self.source.fingerprints(self.options.projects):
+            entries = stored.pop(task_id, None)
+            if not entries or any(e.fingerprint != fingerprint for e in entries):
+                changed.add(task_id)
+        changed.update(stored)  # in the checkpoint, but no longer labeled (or gone)
+        return self.sync_tasks(changed)
+
+    # -------------------------------------------------------------- internals
+
+    def _begin(self) -> Summary:
+        self._summary = Summary()
+        self._started = time.monotonic()
+        self._fatal.clear()
+        self.projects = self.source.projects()
+        self.users = self.source.users()
+        return self._summary
+
+    def _end(self) -> Summary:
+        self._drain()
+        self._summary.seconds = time.monotonic() - self._started
+        return self._summary
+
+    def _drain(self) -> None:
+        self.transfers.drain(self._done)
+        if self._fatal:
+            raise FatalStoreError(str(self._fatal[0]))
+
+    def _plan_rows(self, batch: list[TaskRows], seen: set[str]) -> None:
+        summary = self._summary
+        planned = []
+        for rows in batch:
+            summary.scanned += 1
+            project = self.projects.get(rows.project_id)
+            slug = project.slug if project else f"project-{rows.project_id}"
+            try:
+                key = render_key(self.options.key_template, rows.id, rows.project_id, slug)
+            except UnsafeKey as exc:
+                summary.fail(f"task {rows.id}: unsafe key ({exc}); change key_template", rows.id)
+                continue
+            # Mark the key seen before building: a task that fails to build keeps its object.
+            seen.add(key)
+            try:
+                doc = build_document(rows, project, self.users, self.doc_options)
+            except BadTask as exc:
+                summary.fail(str(exc), rows.id)
+                continue
+            planned.append((doc, key, rows.fingerprint))
+        previous = self.checkpoint.get_many(key for _, key, _ in planned)
+        for doc, key, fingerprint in planned:
+            before = previous.get(key)
+            action = plan_document(doc, key, before)
+            if action.kind == "skip":
+                summary.unchanged += 1
+                if fingerprint and before is not None and before.fingerprint != fingerprint \
+                        and not self.options.dry_run:
+                    self.checkpoint.record_fingerprint(key, fingerprint)
             else:
-                checkpoint.record_delete(action.key)
-                summary.deleted += 1
-            return
-        if isinstance(exc, StoreError) and exc.fatal:
-            fatal.append(exc)
-            stop.set()
-        summary.failed += 1
-        message = f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}"
-        summary.failures.append(message)
-        log.error("%s", message)
+                self._apply(action, fingerprint)
 
-    def apply(action: Action) -> None:
+    def _remove(self, gone: list[Entry]) -> None:
+        summary = self._summary
+        removals, held_back = plan_removals(gone, self.options.delete, summary.failed > 0, self.options.max_delete)
+        if held_back:
+            summary.notes.append(held_back)
+            if "max_delete" in held_back:
+                summary.fail(held_back)
+        for action in removals:
+            if action.kind == "orphan":
+                summary.orphaned += 1
+                if self.options.dry_run:
+                    summary.plan.append(action)
+            else:
+                self._apply(action)
+        self._drain()
+
+    def _apply(self, action: Action, fingerprint: str = "") -> None:
         # The one place that touches the store: a dry run stops here.
-        if options.dry_run:
+        summary = self._summary
+        if self.options.dry_run:
             summary.plan.append(action)
             if action.kind == "put":
                 summary.written += 1
             elif action.kind == "delete":
                 summary.deleted += 1
             return
+        store, stop = self.store, self.stop
         if action.kind == "put":
             doc = action.document
 
@@ -124,52 +240,37 @@ def resync(source: LabelStudioSource, store: Store, checkpoint: Checkpoint, opti
         else:
             def op() -> None:
                 with_retries(lambda: store.delete(action.key), action.key, stop=stop)
-        transfers.submit(op, action, done)
+        self.transfers.submit(op, (action, fingerprint), self._done)
 
-    try:
-        batch: list = []
-        for rows in source.iter_labeled(options.projects):
-            batch.append(rows)
-            if len(batch) >= source.batch_size:
-                _process_batch(batch, projects, users, doc_options, options, checkpoint, seen, summary, apply)
-                batch = []
-                if progress:
-                    progress(summary.scanned, total)
-            if stop.is_set():
-                break
-        if batch and not stop.is_set():
-            _process_batch(batch, projects, users, doc_options, options, checkpoint, seen, summary, apply)
-        if progress:
-            progress(summary.scanned, max(total, summary.scanned))
-        transfers.drain(done)
-        if fatal:
-            raise FatalStoreError(f"{fatal[0]}")
-        if stop.is_set():
-            raise SyncdError("interrupted; the next run continues where this one stopped")
-
-        gone = [e for e in checkpoint.entries(options.projects) if e.key not in seen]
-        removals, held_back = plan_removals(gone, options.delete, summary.failed > 0, options.max_delete)
-        if held_back:
-            summary.notes.append(held_back)
-            if "max_delete" in held_back:
-                summary.failed += 1
-                summary.failures.append(held_back)
-        for action in removals:
-            if action.kind == "orphan":
-                summary.orphaned += 1
-                if options.dry_run:
-                    summary.plan.append(action)
+    def _done(self, tag: tuple[Action, str], future: Future) -> None:
+        action, fingerprint = tag
+        summary = self._summary
+        exc = future.exception()
+        if exc is None:
+            if action.kind == "put":
+                doc = action.document
+                self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,
+                                           len(doc.body), fingerprint)
+                summary.written += 1
             else:
-                apply(action)
-        transfers.drain(done)
-        if fatal:
-            raise FatalStoreError(f"{fatal[0]}")
+                self.checkpoint.record_delete(action.key)
+                summary.deleted += 1
+            return
+        if isinstance(exc, StoreError) and exc.fatal:
+            self._fatal.append(exc)
+            self.stop.set()
+        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}", action.task_id)
+
+
+def resync(source: LabelStudioSource, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
+           progress: Callable[[int, int], None] | None = None,
+           stop: threading.Event | None = None) -> Summary:
+    """One full reconcile (``syncd resync``)."""
+    syncer = Syncer(source, store, checkpoint, options, stop)
+    try:
+        return syncer.full(progress)
     finally:
-        transfers.close()
-        if not options.dry_run:
-            checkpoint.flush()
-    summary.seconds = time.monotonic() - started
-    return summary
+        syncer.close()
 
 
 def adopt_remote_state(store: Store, checkpoint: Checkpoint, key_template: str) -> int:
@@ -195,35 +296,3 @@ def adopt_remote_state(store: Store, checkpoint: Checkpoint, key_template: str) 
     checkpoint.flush()
     log.info("verify-remote: %d objects found at the target", adopted)
     return adopted
-
-
-def _process_batch(batch, projects, users, doc_options, options, checkpoint, seen, summary, apply) -> None:
-    planned: list[tuple] = []
-    for rows in batch:
-        summary.scanned += 1
-        project = projects.get(rows.project_id)
-        slug = project.slug if project else f"project-{rows.project_id}"
-        try:
-            key = render_key(options.key_template, rows.id, rows.project_id, slug)
-        except UnsafeKey as exc:
-            summary.failed += 1
-            summary.failures.append(f"task {rows.id}: unsafe key ({exc}); change key_template")
-            log.error("%s", summary.failures[-1])
-            continue
-        # Mark the key seen before building: a task that fails to build keeps its object.
-        seen.add(key)
-        try:
-            doc = build_document(rows, project, users, doc_options)
-        except BadTask as exc:
-            summary.failed += 1
-            summary.failures.append(str(exc))
-            log.error("%s", exc)
-            continue
-        planned.append((doc, key))
-    previous = checkpoint.get_many(key for _, key in planned)
-    for doc, key in planned:
-        action = plan_document(doc, key, previous.get(key))
-        if action.kind == "skip":
-            summary.unchanged += 1
-        else:
-            apply(action)

@@ -8,10 +8,12 @@ read transaction, so every task is consistent and Label Studio is never blocked 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from syncd.database import Column, Database, format_timestamp
@@ -40,6 +42,7 @@ class TaskRows:
     comment_authors: list[int] = field(default_factory=list)
     file_upload: str | None = None
     errors: list[str] = field(default_factory=list)  # what could not be decoded
+    fingerprint: str = ""  # see LabelStudioSource.fingerprints
 
     @property
     def id(self) -> int:
@@ -115,7 +118,21 @@ class LabelStudioSource:
             last_id = batch[-1].id
 
     def read_batch(self, project_ids: list[int], after_id: int) -> list[TaskRows]:
+        """The next ``batch_size`` labeled tasks after ``after_id``."""
         where, params = _labeled_filter(project_ids)
+        return self._read(f"t.id > ? AND {where} ORDER BY t.id LIMIT ?", [after_id, *params, self.batch_size])
+
+    def read_tasks(self, task_ids: Iterable[int], project_ids: Iterable[int] = ()) -> list[TaskRows]:
+        """These tasks, where they exist and are labeled (the others are simply absent)."""
+        ids = sorted(set(task_ids))
+        found: list[TaskRows] = []
+        for start in range(0, len(ids), self.batch_size):
+            chunk = ids[start:start + self.batch_size]
+            where, params = _labeled_filter(list(project_ids))
+            found += self._read(f"t.id IN ({_marks(chunk)}) AND {where} ORDER BY t.id", [*chunk, *params])
+        return found
+
+    def _read(self, condition: str, params: list[Any]) -> list[TaskRows]:
         task_cols = self.db.columns("task")
         names = list(task_cols)
         file_join = "data_import_fileupload" in self.db.tables and "file_upload_id" in task_cols
@@ -126,9 +143,7 @@ class LabelStudioSource:
         else:
             source = "task t"
         with self.db.snapshot():
-            rows = self.db.query(
-                f"SELECT {select} FROM {source} WHERE t.id > ? AND {where} ORDER BY t.id LIMIT ?",
-                [after_id, *params, self.batch_size])
+            rows = self.db.query(f"SELECT {select} FROM {source} WHERE {condition}", params)
             if not rows:
                 return []
             tasks: dict[int, TaskRows] = {}
@@ -148,7 +163,99 @@ class LabelStudioSource:
                         f"SELECT task_id, user_id FROM task_comment_authors WHERE task_id IN "
                         f"({_marks(ids)}) ORDER BY id", ids):
                     tasks[task_id].comment_authors.append(user_id)
+            for task_id, fingerprint in self._fingerprints(ids).items():
+                tasks[task_id].fingerprint = fingerprint
         return list(tasks.values())
+
+    # -------------------------------------------------------------- what changed
+
+    def fingerprints(self, project_ids: Iterable[int] = (), batch: int = 5000) -> Iterator[tuple[int, str]]:
+        """``(task_id, fingerprint)`` of every labeled task, in id order.
+
+        A fingerprint digests per-task aggregates of every row a document is made of (counts,
+        id sums, latest ``updated_at``, stored sizes, ground-truth and cancelled flags), so it
+        changes when a row is added, deleted or edited, even by a bulk UPDATE that leaves
+        ``updated_at`` alone. Computing it is a few grouped scans, far cheaper than building
+        the documents."""
+        projects = list(project_ids)
+        where, params = _labeled_filter(projects)
+        last_id = 0
+        while True:
+            with self.db.snapshot():
+                ids = [r[0] for r in self.db.query(
+                    f"SELECT t.id FROM task t WHERE t.id > ? AND {where} ORDER BY t.id LIMIT ?",
+                    [last_id, *params, batch])]
+                if not ids:
+                    return
+                found = self._fingerprints(ids)
+            yield from sorted(found.items())
+            last_id = ids[-1]
+
+    def _fingerprints(self, ids: list[int]) -> dict[int, str]:
+        parts: dict[int, list[Any]] = {}
+        for row in self.db.query(f"SELECT id, {self._aggregates('task', per_row=True)} FROM task "
+                                 f"WHERE id IN ({_marks(ids)})", ids):
+            parts[row[0]] = [tuple(row[1:])]
+        for table in ("task_completion", "prediction", "tasks_annotationdraft"):
+            if table not in self.db.tables:
+                continue
+            found = {row[0]: tuple(row[1:]) for row in self.db.query(
+                f"SELECT task_id, {self._aggregates(table)} FROM {table} "
+                f"WHERE task_id IN ({_marks(ids)}) GROUP BY task_id", ids)}
+            for task_id, values in parts.items():
+                values.append(found.get(task_id))
+        return {task_id: hashlib.sha1(repr(values).encode()).hexdigest()[:20]
+                for task_id, values in parts.items()}
+
+    def _aggregates(self, table: str, per_row: bool = False) -> str:
+        cols = self.db.columns(table)
+        size = "LENGTH(CAST({} AS BLOB))" if self.db.dialect == "sqlite" else "pg_column_size({})"
+        terms: list[str] = []
+        if per_row:
+            terms += [f'"{c}"' for c in ("updated_at", "project_id", "file_upload_id", "updated_by_id") if c in cols]
+            terms += [size.format(f'"{c}"') for c in ("data", "meta") if c in cols]
+            return ", ".join(terms) or "1"
+        terms += ["COUNT(*)", "SUM(id)", "MAX(updated_at)" if "updated_at" in cols else "0"]
+        terms += [f"SUM({size.format(chr(34) + c + chr(34))})" for c in ("result", "prediction") if c in cols]
+        terms += [f'SUM(CASE WHEN "{c}" THEN id ELSE 0 END)' for c in ("ground_truth", "was_cancelled") if c in cols]
+        return ", ".join(terms)
+
+    def changes_since(self, cursor: dict[str, Any] | None, lookback: float = 10.0
+                      ) -> tuple[set[int], dict[str, Any]]:
+        """Ids of tasks touched since ``cursor`` (high-water marks of id and ``updated_at`` per
+        table), and the new cursor. ``None`` starts from now.
+
+        A transaction can commit a row whose ``updated_at`` is older than one already seen, so
+        each poll looks ``lookback`` seconds behind the mark; re-reading a task costs little
+        because unchanged documents are not written again. What no timestamp shows (deletions,
+        bulk flag updates) is left to the periodic fingerprint reconciliation."""
+        tables = [("task", "id"), ("task_completion", "task_id"), ("prediction", "task_id"),
+                  ("tasks_annotationdraft", "task_id")]
+        new_cursor: dict[str, Any] = {}
+        touched: set[int] = set()
+        with self.db.snapshot():
+            for table, task_col in tables:
+                if table not in self.db.tables or "updated_at" not in self.db.columns(table):
+                    continue
+                max_id, max_updated = self.db.query(f"SELECT MAX(id), MAX(updated_at) FROM {table}")[0]
+                new_cursor[table] = (max_id or 0, max_updated)
+                if cursor is None or table not in cursor:
+                    continue
+                last_id, last_updated = cursor[table]
+                since = _minus_seconds(last_updated, lookback)
+                if since is None:
+                    sql, params = f"SELECT {task_col} FROM {table} WHERE id > ?", [last_id]
+                else:
+                    sql = f"SELECT {task_col} FROM {table} WHERE id > ? OR updated_at > ?"
+                    params = [last_id, since]
+                touched.update(r[0] for r in self.db.query(sql, params) if r[0] is not None)
+        return touched, new_cursor
+
+    def data_version(self) -> int | None:
+        """SQLite's per-connection change counter: it moves when another connection commits."""
+        if self.db.dialect != "sqlite":
+            return None
+        return self.db.query("PRAGMA data_version")[0][0]
 
     def _attach(self, ids: list[int], tasks: dict[int, TaskRows], table: str, attr: str) -> None:
         if table not in self.db.tables:
@@ -208,3 +315,16 @@ def _decode(cols: dict[str, Column], names: list[str], row: tuple, table: str,
         else:
             out[name] = value
     return out
+
+
+def _minus_seconds(value: Any, seconds: float) -> Any:
+    """A stored timestamp moved back by ``seconds``, in the form the database compares."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value - timedelta(seconds=seconds)
+    try:
+        moved = datetime.fromisoformat(str(value)) - timedelta(seconds=seconds)
+    except ValueError:
+        return None
+    return moved.strftime("%Y-%m-%d %H:%M:%S.%f")
