@@ -94,6 +94,7 @@ class Checkpoint:
     # -------------------------------------------------------------- reads
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        self.flush()  # reads must see the writes still buffered for group commit
         keys = list(keys)
         found: dict[str, Entry] = {}
         for start in range(0, len(keys), 500):
@@ -106,6 +107,7 @@ class Checkpoint:
         return found
 
     def entries(self, project_ids: Iterable[int] = ()) -> Iterator[Entry]:
+        self.flush()
         projects = list(project_ids)
         sql = f"SELECT {COLUMNS} FROM objects WHERE target = ?"
         params: list = [self.target]
@@ -116,6 +118,7 @@ class Checkpoint:
             yield Entry(*row)
 
     def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
+        self.flush()
         ids = list(task_ids)
         found: list[Entry] = []
         for start in range(0, len(ids), 500):
@@ -126,6 +129,7 @@ class Checkpoint:
         return found
 
     def count(self) -> int:
+        self.flush()
         return self.db.execute("SELECT COUNT(*) FROM objects WHERE target = ?", (self.target,)).fetchone()[0]
 
     # -------------------------------------------------------------- writes (after the store acked)

@@ -11,6 +11,7 @@ from pathlib import Path
 from syncd import __version__, logs
 from syncd import config as config_mod
 from syncd.checkpoint import Checkpoint, default_state_path
+from syncd.daemon import Daemon
 from syncd.database import connect
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
 from syncd.resync import FatalStoreError, ResyncOptions, resync
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(for a lost or new state file, or a target someone else changed)")
     p.set_defaults(func=cmd_resync)
 
+    p = sub.add_parser("run", help="keep the target in step with Label Studio until stopped",
+                       description="Reconcile once, then watch Label Studio and write every change as it "
+                       "happens. SIGTERM/SIGINT: finish in-flight writes and exit 0 (a second signal exits "
+                       "at once); SIGHUP: reload the configuration.")
+    _common(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="/healthz, /readyz and /metrics (default 127.0.0.1:9187)")
+    p.set_defaults(func=cmd_run, projects=None)
+
     p = sub.add_parser("check", help="check the config, the database and the target, then exit",
                        description="Validate the configuration and connectivity: the database is readable "
                        "and is Label Studio's, the target is reachable and writable (a probe object is "
@@ -67,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     cfg = config_mod.load(args.config)
-    for name in ("db", "target", "state", "log_format"):
+    for name in ("db", "target", "state", "log_format", "listen"):
         value = getattr(args, name, None)
         if value:
             setattr(cfg, name, value)
@@ -76,6 +85,17 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     if not cfg.target:
         raise ConfigError("no target: pass --target DIR_OR_URL or set target: in the config")
     return config_mod.validate(cfg)
+
+
+def resync_options(cfg: config_mod.Config, **extra) -> ResyncOptions:
+    return ResyncOptions(key_template=cfg.key_template, projects=cfg.projects, delete=cfg.delete,
+                         max_delete=cfg.max_delete, transfers=cfg.transfers, predictions=cfg.predictions, **extra)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    logs.setup(cfg.log_format, args.verbose)
+    return Daemon(cfg, lambda: load_config(args), resync_options).run()
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
@@ -93,10 +113,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
     progress = logs.Progress("resync")
     try:
         source = LabelStudioSource(db, batch_size=cfg.batch_size)
-        options = ResyncOptions(key_template=cfg.key_template, projects=cfg.projects, delete=cfg.delete,
-                                max_delete=cfg.max_delete, transfers=cfg.transfers,
-                                dry_run=args.dry_run, predictions=cfg.predictions,
-                                verify_remote=args.verify_remote)
+        options = resync_options(cfg, dry_run=args.dry_run, verify_remote=args.verify_remote)
         summary = resync(source, store, checkpoint, options, progress=progress)
     finally:
         progress.finish()

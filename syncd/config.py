@@ -34,6 +34,9 @@ class Config:
     transfers: int = 8
     batch_size: int = 500
     log_format: str = "text"
+    listen: str | None = "127.0.0.1:9187"  # syncd run: /healthz, /readyz, /metrics; empty: off
+    poll_interval: float = 1.0  # syncd run: seconds between polls when no file event wakes it
+    reconcile_interval: float = 30.0  # syncd run: seconds between fingerprint reconciliations
     s3: dict[str, Any] = field(default_factory=dict)
     gcs: dict[str, Any] = field(default_factory=dict)
     azure: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +117,22 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be a string (a URL or a path), got {value!r}")
         return value
+    if key == "listen":
+        if value is None or value == "":
+            return None
+        text = str(value)
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where}: must be HOST:PORT (for example 127.0.0.1:9187), got {value!r}")
+        return text
+    if key in ("poll_interval", "reconcile_interval"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if isinstance(value, bool) or not 0.05 <= number <= 86400:
+            raise ConfigError(f"{where}: must be a number of seconds from 0.05 to 86400, got {value!r}")
+        return number
     if key in ("key_template", "predictions", "log_format"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be a string, got {value!r}")

@@ -267,3 +267,15 @@ def format_timestamp(value: Any) -> str | None:
         return value.isoformat() + "Z"
     return str(value)
 
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes a lost or broken database connection raises."""
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:
+        pass
+    return tuple(errors)

@@ -97,9 +97,13 @@ class Syncer:
         self.users: dict = {}
 
     def close(self) -> None:
-        self.transfers.close()
-        if not self.options.dry_run:
-            self.checkpoint.flush()
+        try:
+            # Record what the store already acknowledged, even when a pass was cut short.
+            self.transfers.drain(self._done)
+        finally:
+            self.transfers.close()
+            if not self.options.dry_run:
+                self.checkpoint.flush()
 
     # -------------------------------------------------------------- the three passes
 

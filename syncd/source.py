@@ -229,26 +229,51 @@ class LabelStudioSource:
         each poll looks ``lookback`` seconds behind the mark; re-reading a task costs little
         because unchanged documents are not written again. What no timestamp shows (deletions,
         bulk flag updates) is left to the periodic fingerprint reconciliation."""
-        tables = [("task", "id"), ("task_completion", "task_id"), ("prediction", "task_id"),
-                  ("tasks_annotationdraft", "task_id")]
+        # (table, its task id column, scan updated_at?) New rows are found through the primary
+        # key, which costs the same at any size. Updates are found through task.updated_at,
+        # which Label Studio bumps for every annotation and prediction change (a BRIN index
+        # on PostgreSQL), and through the drafts table, which is small (drafts are removed
+        # on submit). Annotation rows are not scanned for updates: they are the largest
+        # table, and the task row tells.
+        tables = [("task", "id", True), ("task_completion", "task_id", False),
+                  ("prediction", "task_id", False), ("tasks_annotationdraft", "task_id", True)]
         new_cursor: dict[str, Any] = {}
         touched: set[int] = set()
+        recent: dict[tuple[str, int], Any] = {}
         with self.db.snapshot():
-            for table, task_col in tables:
-                if table not in self.db.tables or "updated_at" not in self.db.columns(table):
+            for table, task_col, scan_updates in tables:
+                cols = self.db.columns(table)
+                if not cols:
                     continue
-                max_id, max_updated = self.db.query(f"SELECT MAX(id), MAX(updated_at) FROM {table}")[0]
+                scan_updates = scan_updates and "updated_at" in cols
+                marks = "MAX(id), MAX(updated_at)" if scan_updates else "MAX(id), NULL"
+                max_id, max_updated = self.db.query(f"SELECT {marks} FROM {table}")[0]
                 new_cursor[table] = (max_id or 0, max_updated)
                 if cursor is None or table not in cursor:
+                    if scan_updates and max_updated is not None:
+                        # Start the look-back memory now, so the first poll does not re-read
+                        # every row of the last few seconds.
+                        since = _minus_seconds(max_updated, lookback)
+                        for _task_id, row_id, updated in self.db.query(
+                                f"SELECT {task_col}, id, updated_at FROM {table} WHERE updated_at > ?", [since]):
+                            recent[(table, row_id)] = updated
                     continue
                 last_id, last_updated = cursor[table]
-                since = _minus_seconds(last_updated, lookback)
+                since = _minus_seconds(last_updated, lookback) if scan_updates else None
                 if since is None:
-                    sql, params = f"SELECT {task_col} FROM {table} WHERE id > ?", [last_id]
-                else:
-                    sql = f"SELECT {task_col} FROM {table} WHERE id > ? OR updated_at > ?"
-                    params = [last_id, since]
-                touched.update(r[0] for r in self.db.query(sql, params) if r[0] is not None)
+                    touched.update(r[0] for r in self.db.query(
+                        f"SELECT {task_col} FROM {table} WHERE id > ?", [last_id]) if r[0] is not None)
+                    continue
+                # Rows inside the look-back window were seen already unless their
+                # updated_at moved: remember them so a burst is not re-read on every poll.
+                seen_before = cursor.get("recent", {})
+                for task_id, row_id, updated in self.db.query(
+                        f"SELECT {task_col}, id, updated_at FROM {table} WHERE id > ? OR updated_at > ?",
+                        [last_id, since]):
+                    recent[(table, row_id)] = updated
+                    if task_id is not None and (row_id > last_id or seen_before.get((table, row_id)) != updated):
+                        touched.add(task_id)
+        new_cursor["recent"] = recent
         return touched, new_cursor
 
     def data_version(self) -> int | None:
