@@ -53,6 +53,8 @@ class Daemon:
         self.metrics.queue.set_function(lambda: len(self.retry_at))
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
         self._signals = 0
+        self.failing_since: float | None = None  # monotonic time the current outage began
+        self.backoff = 1.0  # seconds before the next reconnect; doubles up to MAX_BACKOFF
         self._announced_ready = False
 
     # -------------------------------------------------------------- process control
@@ -87,14 +89,11 @@ class Daemon:
         server = serve(self.cfg.listen, self.health, self.metrics) if self.cfg.listen else None
         if server:
             log.info("serving /healthz, /readyz and /metrics on http://%s", self.cfg.listen)
-        failing_since: float | None = None
         last_logged = 0.0
-        delay = 1.0
         try:
             while not self.stop.is_set():
                 try:
                     self._session()
-                    delay = 1.0
                 except Reload:
                     self.reload.clear()
                     try:
@@ -113,18 +112,14 @@ class Daemon:
                     self.health.set(False, reason)
                     self.behind_since = self.behind_since or time.time()
                     self.metrics.failures.labels(_reason(exc)).inc()
-                    if failing_since is None:
-                        failing_since, last_logged = now, now
+                    if self.failing_since is None:
+                        self.failing_since, last_logged = now, now
                         log.error("%s; retrying with backoff", reason)
                     elif now - last_logged >= 60:
                         last_logged = now
-                        log.error("still failing after %.0fs: %s", now - failing_since, reason)
-                    self.waker.wait(delay)
-                    delay = min(MAX_BACKOFF, delay * 2)
-                    continue
-                if failing_since is not None:
-                    log.info("recovered after %.0fs", time.monotonic() - failing_since)
-                    failing_since = None
+                        log.error("still failing after %.0fs: %s", now - self.failing_since, reason)
+                    self.waker.wait(self.backoff)
+                    self.backoff = min(MAX_BACKOFF, self.backoff * 2)
         finally:
             self.notifier.stopping()
             self.waker.close()
@@ -175,6 +170,10 @@ class Daemon:
         version = source.data_version()
         last_reconcile = time.monotonic()
         self.health.set(True)
+        if self.failing_since is not None:
+            log.info("recovered after %.0fs", time.monotonic() - self.failing_since)
+            self.failing_since = None
+        self.backoff = 1.0
         if not self._announced_ready:
             self._announced_ready = True
             self.notifier.ready()

@@ -1,0 +1,139 @@
+"""The ``convert`` / ``formats`` subcommands, through a parser built like syncd's CLI will."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+
+import pytest
+
+from converters import cli
+
+from .converters_helpers import EXPORTS, files_under, needs_fixtures
+
+pytestmark = needs_fixtures
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="syncd")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    cli.register(subparsers)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_convert_export_file_to_yolo(tmp_path, capsys):
+    export = EXPORTS / "image-bbox"
+    rc = run(["convert", str(export / "JSON.json"), "--format", "YOLO",
+              "--label-config", str(export / "label_config.xml"), "--out", str(tmp_path / "out")])
+    assert rc == 0
+    assert files_under(tmp_path / "out") == files_under(export / "YOLO")
+    assert capsys.readouterr().err == ""
+
+
+def test_convert_to_zip(tmp_path):
+    export = EXPORTS / "image-polygon"
+    rc = run(["convert", str(export / "JSON.json"), "-f", "coco", "--label-config",
+              str(export / "label_config.xml"), "--out", str(tmp_path / "coco"), "--zip"])
+    assert rc == 0
+    with zipfile.ZipFile(tmp_path / "coco.zip") as zf:
+        assert sorted(zf.namelist()) == ["images/", "result.json"]
+        assert len(json.loads(zf.read("result.json"))["images"]) == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["coco.zip"]
+
+
+def test_convert_directory_of_task_documents_with_a_bad_file(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for task in json.loads((EXPORTS / "text-ner" / "JSON.json").read_text(encoding="utf-8")):
+        (docs / f"{task['id']}.json").write_text(json.dumps(task), encoding="utf-8")
+    (docs / "999.json").write_text("{not json", encoding="utf-8")
+    (docs / "1000.json").write_text(json.dumps({"id": 1000, "data": {"text": "x"}, "annotations": [
+        {"id": 1, "completed_by": 1, "result": [{"from_name": "label", "value": 7}]}]}), encoding="utf-8")
+    rc = run(["convert", str(docs), "--format", "CONLL2003", "--label-config",
+              str(EXPORTS / "text-ner" / "label_config.xml"), "--out", str(tmp_path / "out")])
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("warning: task 999 skipped: 999.json:")
+    assert err[1].startswith("warning: task 1000 skipped:")
+    # tasks are read in id order, so the output equals Label Studio's
+    assert (tmp_path / "out" / "result.conll").read_text(encoding="utf-8") == (
+        EXPORTS / "text-ner" / "CONLL2003.conll").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--format", "PDF"], "error: unknown format 'PDF'"),
+        (["--format", "YOLO"], "error: YOLO needs RectangleLabels, PolygonLabels or KeyPointLabels on an Image; "
+                               "this config has Labels"),
+    ],
+)
+def test_convert_errors_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    rc = run(["convert", str(EXPORTS / "text-ner" / "JSON.json"), "--label-config",
+              str(EXPORTS / "text-ner" / "label_config.xml"), "--out", str(tmp_path / "o"), *argv])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message)
+
+
+@pytest.mark.parametrize("content", [None, "", "[{]", "[{\"id\": 1, \"data\": {}, \"annotations\": []} {"])
+def test_unreadable_input_exits_2(content, tmp_path, capsys):
+    path = tmp_path / "in.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    rc = run(["convert", str(path), "--format", "JSON", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}")
+
+
+def test_default_label_config_next_to_input(tmp_path):
+    rc = run(["convert", str(EXPORTS / "image-brush" / "JSON.json"), "--format", "BRUSH_TO_NUMPY",
+              "--out", str(tmp_path)])
+    assert rc == 0
+    assert files_under(tmp_path) == files_under(EXPORTS / "image-brush" / "BRUSH_TO_NUMPY")
+
+
+def test_iter_input_tasks_streams_large_arrays(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_CHUNK", 7)  # force many refills, values split across chunks
+    tasks = json.loads((EXPORTS / "text-classification" / "JSON.json").read_text(encoding="utf-8"))
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(tasks, indent=3, ensure_ascii=False), encoding="utf-8")
+    assert list(cli.iter_input_tasks(path)) == tasks
+    path.write_text("\n".join(json.dumps(t) for t in tasks), encoding="utf-8")  # JSON lines
+    assert list(cli.iter_input_tasks(path)) == tasks
+    path.write_text(" [ ] ", encoding="utf-8")
+    assert list(cli.iter_input_tasks(path)) == []
+    path.write_text('[1.5, 22]', encoding="utf-8")
+    assert list(cli.iter_input_tasks(path)) == [1.5, 22]
+
+
+def test_formats_lists_applicability(capsys):
+    rc = run(["formats", "--label-config", str(EXPORTS / "image-keypoints" / "label_config.xml")])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[0]: line.split()[1] for line in lines}
+    offered = {f["name"] for f in json.loads((EXPORTS / "image-keypoints" / "formats.json").read_text())
+               if not f.get("disabled")}
+    assert {name for name, s in status.items() if s == "yes"} == offered & set(status)
+    yolo = next(line for line in lines if line.startswith("YOLO "))
+    assert "needs RectangleLabels next to KeyPointLabels" in yolo
+
+
+def test_formats_with_missing_config_exits_2(tmp_path, capsys):
+    assert run(["formats", "--label-config", str(tmp_path / "nope.xml")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "converters", "formats", "--label-config",
+                           str(EXPORTS / "text-ner" / "label_config.xml")], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0 and "CONLL2003       yes" in proc.stdout
