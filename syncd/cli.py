@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from converters.cli import register as register_converters
 from syncd import __version__, logs
 from syncd import config as config_mod
 from syncd.checkpoint import Checkpoint, default_state_path
@@ -71,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "if all pass.")
     _common(p)
     p.set_defaults(func=cmd_check)
+
+    register_converters(sub)
     return parser
 
 

@@ -1,0 +1,189 @@
+"""Benchmark: our converters vs label-studio-sdk's Converter on the same synthetic export.
+
+Synthesises N image-bbox tasks and N text-ner tasks from the Label Studio fixture set (new task,
+annotation and file ids), converts them to COCO, YOLO, CSV (image-bbox) and CONLL2003 (text-ner)
+with both implementations, each run in a fresh subprocess (so peak RSS is per run), checks that
+the outputs are equal, and prints times, the speed ratio and peak memory.
+
+    python bench/bench_convert.py --tasks 100000
+    python bench/bench_convert.py --tasks 2000 --formats COCO,CSV
+
+label-studio-sdk is a bench/test dependency only (``pip install label-studio-sdk``); with
+``--no-sdk`` only our side runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import filecmp
+import json
+import posixpath
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "labelstudio-1.23.2" / "exports"
+FORMAT_PROJECT = {"COCO": "image-bbox", "YOLO": "image-bbox", "CSV": "image-bbox", "CONLL2003": "text-ner"}
+
+
+def synthesize(slug: str, n: int, path: Path) -> None:
+    """Write an n-task export made by replicating the fixture tasks with fresh ids."""
+    base = json.loads((FIXTURES / slug / "JSON.json").read_text(encoding="utf-8"))
+    ann_id = 0
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("[")
+        for i in range(n):
+            task = copy.deepcopy(base[i % len(base)])
+            task_id = i + 1
+            task["id"] = task_id
+            for a in task["annotations"]:
+                ann_id += 1
+                a["id"] = ann_id
+                a["task"] = task_id
+            for key, value in task["data"].items():
+                if key == "image" and isinstance(value, str):
+                    head, name = posixpath.split(value)
+                    stem, ext = posixpath.splitext(name)
+                    task["data"][key] = f"{head}/{stem}-{task_id}{ext}"
+            if i:
+                out.write(",")
+            out.write(json.dumps(task, ensure_ascii=False))
+        out.write("]")
+
+
+def worker(impl: str, fmt: str, src: str, config: str, out: str) -> None:
+    import resource
+
+    start = time.perf_counter()
+    if impl == "ours":
+        sys.path.insert(0, str(REPO))
+        import converters
+        from converters.cli import iter_input_tasks
+
+        cfg = converters.parse_label_config(Path(config))
+        converters.get(fmt).convert(iter_input_tasks(src), cfg, Path(out),
+                                    converters.ConvertOptions(warn=lambda *a: None))
+    else:
+        import logging
+
+        logging.disable(logging.WARNING)
+        from label_studio_sdk.converter import Converter
+
+        conv = Converter(Path(config).read_text(encoding="utf-8"), project_dir=None, download_resources=False)
+        conv.convert(src, out, fmt, is_dir=False)
+    seconds = time.perf_counter() - start
+    # VmHWM is this process's own high-water mark (ru_maxrss may carry the parent's over exec)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak_kb = int(line.split()[1])
+    except OSError:
+        pass
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+
+
+def run_worker(impl: str, fmt: str, src: Path, config: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # a clean output dir for every run
+    proc = subprocess.run(
+        [sys.executable, __file__, "--_worker", impl, fmt, str(src), str(config), str(out)],
+        capture_output=True, text=True, cwd=str(out.parent),
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{impl} {fmt} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _norm_coco(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("info")
+    for image in data["images"]:  # documented difference: media path of uploaded files
+        image["file_name"] = posixpath.basename(image["file_name"])
+    return data
+
+
+def outputs_equal(fmt: str, ours: Path, sdk: Path) -> tuple[bool, str]:
+    if fmt == "COCO":
+        return _norm_coco(ours / "result.json") == _norm_coco(sdk / "result.json"), "result.json parsed"
+    if fmt == "CSV":
+        return filecmp.cmp(ours / "result.csv", sdk / "result.csv", shallow=False), "bytes"
+    if fmt == "CONLL2003":
+        return filecmp.cmp(ours / "result.conll", sdk / "result.conll", shallow=False), "bytes"
+    if fmt == "YOLO":
+        a = sorted(p.name for p in (ours / "labels").iterdir())
+        b = sorted(p.name for p in (sdk / "labels").iterdir())
+        if a != b:
+            return False, "label file names differ"
+        same = all(filecmp.cmp(ours / "labels" / n, sdk / "labels" / n, shallow=False) for n in a)
+        same = same and filecmp.cmp(ours / "classes.txt", sdk / "classes.txt", shallow=False)
+        return same, f"{len(a)} label files + classes.txt, bytes"
+    return False, "no check"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks per synthetic export (default 100000)")
+    parser.add_argument("--formats", default="COCO,YOLO,CSV,CONLL2003")
+    parser.add_argument("--no-sdk", action="store_true", help="only run our converters")
+    parser.add_argument("--workdir", help="keep inputs/outputs here (default: a temp dir)")
+    parser.add_argument("--_worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._worker:
+        worker(*args._worker)
+        return 0
+    if not FIXTURES.is_dir():
+        print(f"fixture set not found: {FIXTURES}", file=sys.stderr)
+        return 2
+    use_sdk = not args.no_sdk
+    if use_sdk:
+        try:
+            import label_studio_sdk  # noqa: F401
+        except ImportError:
+            print("label-studio-sdk is not installed (pip install label-studio-sdk); running ours only")
+            use_sdk = False
+    formats = [f.strip().upper() for f in args.formats.split(",") if f.strip()]
+    tmp = None
+    if args.workdir:
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_convert_")
+        work = Path(tmp.name)
+    inputs: dict[str, Path] = {}
+    for slug in sorted({FORMAT_PROJECT[f] for f in formats}):
+        src = work / f"{slug}-{args.tasks}.json"
+        if not src.exists():
+            t = time.perf_counter()
+            synthesize(slug, args.tasks, src)
+            print(f"synthesised {args.tasks} {slug} tasks -> {src} ({src.stat().st_size / 1e6:.1f} MB, "
+                  f"{time.perf_counter() - t:.1f}s)")
+        inputs[slug] = src
+
+    print(f"\n{'format':<10} {'ours s':>8} {'sdk s':>8} {'speedup':>8} {'ours MB':>8} {'sdk MB':>8}  equal")
+    all_equal = True
+    for fmt in formats:
+        slug = FORMAT_PROJECT[fmt]
+        config = FIXTURES / slug / "label_config.xml"
+        ours_out = work / f"out-ours-{fmt}"
+        ours = run_worker("ours", fmt, inputs[slug], config, ours_out)
+        if use_sdk:
+            sdk_out = work / f"out-sdk-{fmt}"
+            sdk = run_worker("sdk", fmt, inputs[slug], config, sdk_out)
+            equal, how = outputs_equal(fmt, ours_out, sdk_out)
+            all_equal &= equal
+            print(f"{fmt:<10} {ours['seconds']:>8.2f} {sdk['seconds']:>8.2f} {sdk['seconds'] / ours['seconds']:>7.1f}x "
+                  f"{ours['peak_mb']:>8.1f} {sdk['peak_mb']:>8.1f}  {equal} ({how})")
+        else:
+            print(f"{fmt:<10} {ours['seconds']:>8.2f} {'-':>8} {'-':>8} {ours['peak_mb']:>8.1f} {'-':>8}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if all_equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

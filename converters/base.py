@@ -1,0 +1,134 @@
+"""The converter interface, the registry and the shared options."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .label_config import LabelConfig
+
+__all__ = [
+    "ConvertOptions",
+    "Converter",
+    "ConverterError",
+    "FormatNotApplicable",
+    "UnknownFormat",
+    "get",
+    "names",
+    "register",
+]
+
+logger = logging.getLogger("converters")
+
+MediaResolver = Callable[[str], "Path | None"]
+
+
+class ConverterError(Exception):
+    """Base class of the errors raised by the converters package."""
+
+
+class UnknownFormat(ConverterError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown format {name!r}; known formats: {', '.join(names())}")
+        self.name = name
+
+
+class FormatNotApplicable(ConverterError):
+    """Raised when a format is asked for a labeling config it does not apply to."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
+def _default_warn(task_id: object, message: str) -> None:
+    logger.warning("task %s skipped: %s", task_id, message)
+
+
+@dataclass
+class ConvertOptions:
+    """Options shared by all converters.
+
+    ``media_resolver`` maps a media URL found in task data (``/data/upload/5/a.wav``) to a local
+    file, or returns None. Only ``ASR_MANIFEST`` uses it (to read the audio duration and copy the
+    audio into ``audio/``); without it, the duration is ``null``.
+    ``warn(task_id, message)`` is called for every task or result that is skipped because it is
+    malformed; the default logs a warning on the ``converters`` logger.
+    """
+
+    media_resolver: MediaResolver | None = None
+    warn: Callable[[object, str], None] = _default_warn
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+ConvertFn = Callable[[Iterable[dict], LabelConfig, Path, ConvertOptions], list[Path]]
+AppliesFn = Callable[[LabelConfig], "str | None"]
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One export format.
+
+    ``applies_to(config)`` returns None when the format applies to the config, else the reason.
+    ``convert(tasks, config, out_dir, options)`` writes the export into ``out_dir`` and returns
+    the written files (sorted).
+    """
+
+    name: str
+    description: str
+    applies_to: AppliesFn
+    convert_fn: ConvertFn
+    extension: str = ""
+
+    def convert(
+        self,
+        tasks: Iterable[dict],
+        config: LabelConfig,
+        out_dir: Path,
+        options: ConvertOptions | None = None,
+        *,
+        check: bool = True,
+    ) -> list[Path]:
+        if check:
+            reason = self.applies_to(config)
+            if reason is not None:
+                raise FormatNotApplicable(self.name, reason)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return sorted(self.convert_fn(tasks, config, out_dir, options or ConvertOptions()))
+
+
+_REGISTRY: dict[str, Converter] = {}
+
+
+def register(converter: Converter) -> Converter:
+    _REGISTRY[converter.name] = converter
+    return converter
+
+
+def get(name: str) -> Converter:
+    """The converter registered under ``name`` (case-insensitive, ``-`` same as ``_``)."""
+    key = name.strip().upper().replace("-", "_")
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise UnknownFormat(name) from None
+
+
+_LS_ORDER = (
+    "JSON", "JSON_MIN", "CSV", "TSV", "CONLL2003", "COCO", "VOC",
+    "BRUSH_TO_NUMPY", "BRUSH_TO_PNG", "ASR_MANIFEST", "YOLO", "YOLO_OBB",
+)
+
+
+def names() -> list[str]:
+    """Registered format names, in Label Studio's order."""
+    rank = {name: i for i, name in enumerate(_LS_ORDER)}
+    return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def always(config: LabelConfig) -> str | None:
+    return None

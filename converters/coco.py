@@ -1,0 +1,226 @@
+"""COCO: ``result.json`` with images, categories and annotations (boxes, polygons, key points).
+
+Images and annotations are streamed to temporary files while tasks are read and concatenated at
+the end, so memory does not grow with the number of tasks; categories are known from the config
+up front (plus any label found in results but missing from the config).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from .base import Converter, ConvertOptions, register
+from .categories import keypoint_labels, keypoint_order, label_categories
+from .items import iter_items
+from .label_config import LabelConfig
+from .media import is_cloud_uri, label_basename
+from .yolo import _image_reason
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def applies_to(config: LabelConfig) -> str | None:
+    reason = _image_reason(config, "COCO")
+    if reason:
+        return reason
+    controls = config.control_types
+    if "KeyPointLabels" in controls and "RectangleLabels" not in controls:
+        return "COCO needs RectangleLabels next to KeyPointLabels (key points are attached to boxes)"
+    return None
+
+
+def coco_categories(config: LabelConfig) -> tuple[list[dict], dict[str, int]]:
+    """``_get_labels`` followed by ``update_categories_for_keypoints``."""
+    categories, name_to_id = label_categories(config)
+    kp_names = keypoint_labels(config)
+    if not kp_names:
+        return categories, name_to_id
+    new_categories = [dict(c) for c in categories if c["name"] not in kp_names]
+    mapping = {c["name"]: c["id"] for c in new_categories}
+    numeric = [c["id"] for c in new_categories if isinstance(c["id"], int)]
+    merged_id = max(numeric) + 1 if numeric else 0
+    new_categories.append(
+        {"id": merged_id, "name": "default", "supercategory": "default", "keypoints": kp_names, "skeleton": []}
+    )
+    for name in kp_names:
+        mapping[name] = merged_id
+    return new_categories, mapping
+
+
+def image_file_name(url: str) -> str:
+    """``images[].file_name``: cloud URIs stay as they are, everything else is ``images/<name>``."""
+    if is_cloud_uri(url):
+        return url
+    return "images/" + label_basename(url)
+
+
+def rotated_rectangle(label: dict) -> tuple[float, float, float, float] | None:
+    """Axis-aligned bounding box (percent) of a possibly rotated Label Studio rectangle."""
+    if not ("x" in label and "y" in label and "width" in label and "height" in label):
+        return None
+    x, y, w, h = label["x"], label["y"], label["width"], label["height"]
+    r = label["rotation"] if "rotation" in label else 0.0
+    if abs(r) > 0:
+        alpha = math.atan(h / w)
+        beta = math.pi * (r / 180)
+        radius = math.sqrt((w / 2) ** 2 + (h / 2) ** 2)
+        x0 = x - radius * (math.cos(math.pi - alpha - beta) - math.cos(math.pi - alpha)) + w / 2
+        y0 = y + radius * (math.sin(math.pi - alpha - beta) - math.sin(math.pi - alpha)) + h / 2
+        thetas = (alpha + beta, math.pi - alpha + beta, math.pi + alpha + beta, 2 * math.pi - alpha + beta)
+        xs = [x0 + radius * math.cos(t) for t in thetas]
+        ys = [y0 + radius * math.sin(t) for t in thetas]
+        x, y = min(xs), min(ys)
+        w, h = max(xs) - x, max(ys) - y
+    return x, y, w, h
+
+
+def polygon_area(xs: list[float], ys: list[float]) -> float:
+    """Shoelace formula, as ``0.5 * |dot(x, roll(y, 1)) - dot(y, roll(x, 1))|``."""
+    n = len(xs)
+    a = sum(xs[i] * ys[i - 1] for i in range(n))
+    b = sum(ys[i] * xs[i - 1] for i in range(n))
+    return float(0.5 * abs(a - b))
+
+
+def _keypoint_annotation(kps: list[dict], order: list[str], annotation_id: int, image_id: int,
+                         name_to_id: dict[str, int]) -> dict:
+    if not order:
+        raise ValueError("KeyPointLabels labels need model_index attributes to export key points to COCO")
+    values = [0] * (len(order) * 3)
+    for kp in kps:
+        width, height = kp["original_width"], kp["original_height"]
+        x, y = kp["x"] / 100 * width, kp["y"] / 100 * height
+        names = kp.get("keypointlabels", [])
+        visible = 2 if names else 0
+        for name in names:
+            if name in order:
+                idx = order.index(name)
+                values[3 * idx] = int(round(x))
+                values[3 * idx + 1] = int(round(y))
+                values[3 * idx + 2] = visible
+    seen = [i for i in range(len(order)) if values[3 * i + 2] > 0]
+    if seen:
+        xs = [values[3 * i] for i in seen]
+        ys = [values[3 * i + 1] for i in seen]
+        bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    else:
+        bbox = [0, 0, 0, 0]
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": name_to_id.get(order[0], 0),
+        "keypoints": values,
+        "num_keypoints": len(seen),
+        "bbox": bbox,
+        "iscrowd": 0,
+    }
+
+
+def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    categories, name_to_id = coco_categories(config)
+    order = keypoint_order(config)
+    data_key = config.data_keys[0]
+    n_images = 0
+    n_annotations = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
+        for item in iter_items(tasks, config, options):
+            url = item.input.get(data_key)
+            if not isinstance(url, str):
+                options.warn(item.id, f"data[{data_key!r}] is not an image URL")
+                continue
+            image_id = n_images
+            width = height = None
+            annotations: list[dict] = []
+            keypoints: list[dict] = []
+            for label in (v for values in item.output.values() for v in values):
+                category = None
+                for key in ("rectanglelabels", "polygonlabels", "keypointlabels", "labels"):
+                    if key in label and len(label[key]) > 0:
+                        category = label[key][0]
+                        break
+                if category is None:
+                    continue
+                if not height or not width:
+                    if "original_width" not in label or "original_height" not in label:
+                        continue
+                    width, height = label["original_width"], label["original_height"]
+                if category not in name_to_id:
+                    name_to_id[category] = len(categories)
+                    categories.append({"id": len(categories), "name": category})
+                category_id = name_to_id[category]
+                annotation_id = n_annotations + len(annotations)
+                try:
+                    if "rectanglelabels" in label or "labels" in label:
+                        xywh = rotated_rectangle(label)
+                        if xywh is None:
+                            continue
+                        x, y, w, h = xywh
+                        x = x * label["original_width"] / 100
+                        y = y * label["original_height"] / 100
+                        w = w * label["original_width"] / 100
+                        h = h * label["original_height"] / 100
+                        annotations.append({
+                            "id": annotation_id, "image_id": image_id, "category_id": category_id,
+                            "segmentation": [], "bbox": [x, y, w, h], "ignore": 0, "iscrowd": 0,
+                            "area": w * h,
+                        })
+                    elif "polygonlabels" in label:
+                        pts = [(px / 100 * width, py / 100 * height) for px, py in label["points"]]
+                        xs = [p[0] for p in pts]
+                        ys = [p[1] for p in pts]
+                        x1, y1 = min(xs), min(ys)
+                        annotations.append({
+                            "id": annotation_id, "image_id": image_id, "category_id": category_id,
+                            "segmentation": [[c for p in pts for c in p]],
+                            "bbox": [x1, y1, max(xs) - x1, max(ys) - y1], "ignore": 0, "iscrowd": 0,
+                            "area": polygon_area(xs, ys),
+                        })
+                    elif "keypointlabels" in label:
+                        keypoints.append(label)
+                except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as exc:
+                    options.warn(item.id, f"annotation {item.annotation_id}: region skipped ({exc!r})")
+            if keypoints:
+                try:
+                    annotations.append(_keypoint_annotation(
+                        keypoints, order, n_annotations + len(annotations), image_id, name_to_id))
+                except (KeyError, TypeError, ValueError) as exc:
+                    options.warn(item.id, f"annotation {item.annotation_id}: key points skipped ({exc})")
+            images_tmp.write(("," if n_images else "") + _dumps(
+                {"width": width, "height": height, "id": image_id, "file_name": image_file_name(url)}
+            ) + "\n")
+            n_images += 1
+            for ann in annotations:
+                anns_tmp.write(("," if n_annotations else "") + _dumps(ann) + "\n")
+                n_annotations += 1
+
+        path = out_dir / "result.json"
+        now = datetime.now()
+        info = {"year": now.year, "version": "1.0", "description": "", "contributor": "Label Studio",
+                "url": "", "date_created": str(now)}
+        with open(path, "w", encoding="utf-8") as out:
+            out.write('{"images":[\n')
+            images_tmp.seek(0)
+            shutil.copyfileobj(images_tmp, out)
+            out.write('],\n"categories":' + _dumps(categories) + ',\n"annotations":[\n')
+            anns_tmp.seek(0)
+            shutil.copyfileobj(anns_tmp, out)
+            out.write('],\n"info":' + _dumps(info) + "}\n")
+    return [path]
+
+
+CONVERTER = register(
+    Converter(
+        name="COCO",
+        description="COCO detection/segmentation JSON: boxes, polygons and key points of images.",
+        applies_to=applies_to,
+        convert_fn=convert,
+    )
+)

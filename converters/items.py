@@ -1,0 +1,228 @@
+"""Task documents -> Label Studio's per-annotation "items".
+
+Label Studio's converter does not work on tasks directly: it first turns every task into one
+item per non-cancelled annotation (newest first), or one empty item for a task without any
+annotation, keeping only results whose ``from_name`` is a control of the config. Every format
+except JSON is built from these items, so this module reproduces that step exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import ConvertOptions
+from .label_config import LabelConfig
+
+__all__ = ["Item", "annotator", "iter_items", "normalize_task", "prettify_result"]
+
+
+@dataclass(slots=True)
+class Item:
+    id: Any
+    input: dict
+    output: dict[str, list[dict]]
+    completed_by: Any = None  # None: no annotation (Label Studio's ``{}``)
+    annotation_id: Any = None
+    created_at: Any = None
+    updated_at: Any = None
+    lead_time: Any = None
+    history: Any = None
+    was_cancelled: Any = None
+    extra: dict = field(default_factory=dict)  # "agreement" when the task has it
+
+
+def annotator(item: Item, default: Any = None, int_id: bool = False) -> Any:
+    """Label Studio's ``get_annotator``: the user id (as str unless ``int_id``)."""
+    who = item.completed_by
+    if who is None:
+        return default
+    if isinstance(who, dict):
+        return who.get("email", default)
+    if isinstance(who, int) and not isinstance(who, bool) and int_id:
+        return who
+    return str(who)
+
+
+def _user_id(value: Any) -> Any:
+    """``completed_by`` as Label Studio's JSON export prints it (the user id)."""
+    if isinstance(value, dict):
+        if "id" in value:
+            return value["id"]
+        return value
+    return value
+
+
+def normalize_task(task: dict) -> dict:
+    """A task document as it appears in Label Studio's JSON export.
+
+    syncd's documents may carry full prediction objects and expanded ``completed_by`` users;
+    Label Studio's export has prediction ids and user ids.
+    """
+    preds = task.get("predictions")
+    changed = False
+    if isinstance(preds, list) and any(isinstance(p, dict) for p in preds):
+        preds = [p.get("id") if isinstance(p, dict) else p for p in preds]
+        changed = True
+    anns = task.get("annotations")
+    if isinstance(anns, list) and any(
+        isinstance(a, dict) and isinstance(a.get("completed_by"), dict) for a in anns
+    ):
+        anns = [
+            {**a, "completed_by": _user_id(a["completed_by"])}
+            if isinstance(a, dict) and isinstance(a.get("completed_by"), dict)
+            else a
+            for a in anns
+        ]
+        changed = True
+    if not changed:
+        return task
+    out = dict(task)
+    if "predictions" in task:
+        out["predictions"] = preds
+    if "annotations" in task:
+        out["annotations"] = anns
+    return out
+
+
+def _created_key(annotation: dict) -> str:
+    value = annotation.get("created_at")
+    return value if isinstance(value, str) else ""
+
+
+class MalformedTask(ValueError):
+    pass
+
+
+def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -> list[Item]:
+    """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task)."""
+    if not isinstance(task, dict):
+        raise MalformedTask("task is not a JSON object")
+    if "annotations" in task:
+        annotations = task["annotations"]
+    elif "completions" in task:
+        annotations = task["completions"]
+    else:
+        raise MalformedTask('task has no "annotations"')
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise MalformedTask('task has no "data" object')
+    if annotations is None:
+        annotations = []
+    if not isinstance(annotations, list):
+        raise MalformedTask('"annotations" is not a list')
+    task_id = task.get("id")
+    extra = {"agreement": task["agreement"]} if "agreement" in task else {}
+    if not annotations:
+        return [Item(id=task_id, input=data, output={}, extra=extra)]
+    kept = []
+    for a in annotations:
+        if not isinstance(a, dict):
+            raise MalformedTask("an annotation is not a JSON object")
+        if not (a.get("skipped", False) or a.get("was_cancelled", False)):
+            kept.append(a)
+    if not kept:
+        return []
+    kept.sort(key=_created_key, reverse=True)
+
+    controls = config.controls
+    match = config.match_control
+    no_schema = not controls
+    items = []
+    for a in kept:
+        result = a.get("result") or []
+        if not isinstance(result, list):
+            raise MalformedTask(f'annotation {a.get("id")}: "result" is not a list')
+        outputs: dict[str, list[dict]] = {}
+        for r in result:
+            if not isinstance(r, dict):
+                raise MalformedTask(f"annotation {a.get('id')}: a result is not a JSON object")
+            from_name = r.get("from_name")
+            if not from_name:
+                continue
+            tag_name = match(from_name) if isinstance(from_name, str) else None
+            if tag_name:
+                value = r.get("value")
+                if not isinstance(value, dict):
+                    raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')} has no value")
+                v = dict(value)
+                v["type"] = controls[tag_name].type
+                if "original_width" in r:
+                    v["original_width"] = r["original_width"]
+                if "original_height" in r:
+                    v["original_height"] = r["original_height"]
+                if with_region_ids:
+                    v["id"] = r.get("id")
+                    v["parentID"] = r.get("parentID")
+            elif r.get("type") == "chatmessage":
+                v = dict(r.get("value") or {})
+                v["type"] = "chatmessage"
+            elif no_schema:
+                v = dict(r.get("value") or {})
+                v["type"] = r.get("type") or "unknown"
+                if "original_width" in r:
+                    v["original_width"] = r["original_width"]
+                if "original_height" in r:
+                    v["original_height"] = r["original_height"]
+            else:
+                continue
+            outputs.setdefault(from_name, []).append(v)
+        items.append(
+            Item(
+                id=task_id,
+                input=data,
+                output=outputs,
+                completed_by=_user_id(a["completed_by"]) if "completed_by" in a else None,
+                annotation_id=a.get("id"),
+                created_at=a.get("created_at"),
+                updated_at=a.get("updated_at"),
+                lead_time=a.get("lead_time"),
+                history=a.get("history"),
+                was_cancelled=a.get("was_cancelled"),
+                extra=extra,
+            )
+        )
+    return items
+
+
+def task_id_of(task: object) -> object:
+    return task.get("id", "?") if isinstance(task, dict) else "?"
+
+
+def iter_task_items(
+    tasks: Iterable[dict], config: LabelConfig, options: ConvertOptions, with_region_ids: bool = False
+) -> Iterator[tuple[dict, list[Item]]]:
+    """(task, items) per task; malformed tasks are reported through ``options.warn`` and skipped."""
+    for task in tasks:
+        try:
+            items = task_items(task, config, with_region_ids)
+        except (MalformedTask, KeyError, TypeError, AttributeError, ValueError) as exc:
+            options.warn(task_id_of(task), str(exc) or type(exc).__name__)
+            continue
+        yield task, items
+
+
+def iter_items(
+    tasks: Iterable[dict], config: LabelConfig, options: ConvertOptions, with_region_ids: bool = False
+) -> Iterator[Item]:
+    for _task, items in iter_task_items(tasks, config, options, with_region_ids):
+        yield from items
+
+
+def prettify_result(values: list[dict]) -> Any:
+    """Label Studio's ``prettify_result``: one choice / one text becomes a plain string."""
+    out = []
+    tag_type = None
+    for value in values:
+        tag_type = value.get("type")
+        j = {k: v for k, v in value.items() if k != "type"}
+        if tag_type == "Choices" and len(j["choices"]) == 1:
+            out.append(j["choices"][0])
+        elif tag_type == "TextArea" and len(j["text"]) == 1:
+            out.append(j["text"][0])
+        elif tag_type in ("Chat", "chatmessage"):
+            out.append(j.get("chatmessage", j))
+        else:
+            out.append(j)
+    return out[0] if tag_type in ("Choices", "TextArea") and len(out) == 1 else out

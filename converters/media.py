@@ -1,0 +1,51 @@
+"""File names Label Studio's exporters derive from a task's media URL (no download)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from urllib.parse import parse_qs, unquote, urlparse
+
+__all__ = ["cached_name", "is_cloud_uri", "label_basename", "raw_basename"]
+
+_CLOUD_SCHEMES = ("s3://", "gs://", "azure-blob://", "azure-spi://", "azure://")
+
+
+def is_cloud_uri(url: str) -> bool:
+    return url.lower().startswith(_CLOUD_SCHEMES)
+
+
+def raw_basename(url: str) -> str:
+    """``os.path.basename`` of the URL string as it is in the task data."""
+    return posixpath.basename(url)
+
+
+def cached_name(url: str) -> str:
+    """Name Label Studio gives a downloaded http(s)/other URL: ``<md5[:8]>__<basename>``."""
+    digest = hashlib.md5(url.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{digest}__{os.path.basename(urlparse(url).path)}"
+
+
+def local_files_name(url: str) -> str | None:
+    if url.startswith("/data/") and "?d=" in url:
+        values = parse_qs(urlparse(url).query).get("d")
+        if values:
+            return posixpath.basename(values[0])
+        return posixpath.basename(unquote(url.split("?d=", 1)[1]))
+    return None
+
+
+def label_basename(url: str) -> str:
+    """The file name (with extension) YOLO labels and COCO ``images/`` entries are named after.
+
+    Uploaded files and cloud URIs keep their basename; local-storage files use the basename of
+    their ``?d=`` path; any other URL (http, https, relative) gets Label Studio's cache name
+    ``<first 8 hex of md5(url)>__<basename>``.
+    """
+    if url.startswith(("/data/upload", "upload/", "/upload/")) or is_cloud_uri(url):
+        return raw_basename(url)
+    local = local_files_name(url)
+    if local is not None:
+        return local
+    return cached_name(url)

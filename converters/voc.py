@@ -1,0 +1,115 @@
+"""VOC: Pascal VOC XML, ``Annotations/<image>.xml`` per image (boxes only)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from .base import Converter, ConvertOptions, register
+from .items import annotator, iter_items
+from .label_config import LabelConfig
+from .media import raw_basename
+
+
+def applies_to(config: LabelConfig) -> str | None:
+    controls = config.control_types
+    if len(config.data_keys) > 1:
+        return f"VOC needs a config that reads one data field; this one reads {', '.join(config.data_keys)}"
+    if config.is_multi_image:
+        return "VOC does not support multi-image (valueList) objects"
+    if "Image" in config.object_types and (
+        "RectangleLabels" in controls or "Rectangle" in controls and "Labels" in controls
+    ):
+        return None
+    return f"VOC needs RectangleLabels on an Image; this config has {config.describe()}"
+
+
+def _el(tag: str, text: object) -> str:
+    return f"<{tag}>{escape(str(text), {chr(34): '&quot;'})}</{tag}>\n"
+
+
+def voc_xml(image_name: str, who: str, width: object, height: object, depth: int, boxes: list[dict]) -> str:
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotation>\n',
+        _el("folder", "images"),
+        _el("filename", image_name),
+        "<source>\n",
+        _el("database", "MyDatabase"),
+        _el("annotation", "COCO2017"),
+        _el("image", "flickr"),
+        _el("flickrid", "NULL"),
+        _el("annotator", who),
+        "</source>\n<owner>\n",
+        _el("flickrid", "NULL"),
+        _el("name", "Label Studio"),
+        "</owner>\n<size>\n",
+        _el("width", width),
+        _el("height", height),
+        _el("depth", depth),
+        "</size>\n",
+        _el("segmented", "0"),
+    ]
+    for box in boxes:
+        key = "rectanglelabels" if "rectanglelabels" in box else ("labels" if "labels" in box else None)
+        if key is None or len(box[key]) == 0:
+            continue
+        x = int(box["x"] / 100 * width)  # type: ignore[operator]
+        y = int(box["y"] / 100 * height)  # type: ignore[operator]
+        w = int(box["width"] / 100 * width)  # type: ignore[operator]
+        h = int(box["height"] / 100 * height)  # type: ignore[operator]
+        parts += [
+            "<object>\n",
+            _el("name", box[key][0]),
+            _el("pose", "Unspecified"),
+            _el("truncated", "0"),
+            _el("difficult", "0"),
+            "<bndbox>\n",
+            _el("xmin", x),
+            _el("ymin", y),
+            _el("xmax", x + w),
+            _el("ymax", y + h),
+            "</bndbox>\n</object>\n",
+        ]
+    parts.append("</annotation>\n")
+    return "".join(parts)
+
+
+def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    ann_dir = out_dir / "Annotations"
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    data_key = config.data_keys[0]
+    written: set[str] = set()
+    for item in iter_items(tasks, config, options):
+        if not item.output:
+            continue
+        try:
+            url = item.input[data_key]
+            if not isinstance(url, str):
+                raise TypeError(f"data[{data_key!r}] is not an image URL")
+            image_name = raw_basename(url)
+            boxes = [v for values in item.output.values() for v in values]
+            if not boxes or "original_width" not in boxes[0] or "original_height" not in boxes[0]:
+                continue
+            xml = voc_xml(image_name, annotator(item, ""), boxes[0]["original_width"],
+                          boxes[0]["original_height"], 3, boxes)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            options.warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
+            continue
+        name = os.path.splitext(image_name)[0] + ".xml"
+        with open(ann_dir / name, "w", encoding="utf-8") as f:
+            f.write(xml)
+        written.add(name)
+    return [ann_dir / name for name in written]
+
+
+CONVERTER = register(
+    Converter(
+        name="VOC",
+        description="Pascal VOC XML: one annotation file per image with its bounding boxes.",
+        applies_to=applies_to,
+        convert_fn=convert,
+    )
+)
