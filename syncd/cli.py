@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-remote", action="store_true",
                    help="compare with the target's listing and stored hashes instead of the local state "
                    "(for a lost or new state file, or a target someone else changed)")
+    p.add_argument("--checksum", action="store_true",
+                   help="build and hash every document instead of skipping tasks whose rows are unchanged "
+                   "(slower; catches edits that change neither a timestamp nor a size)")
     p.set_defaults(func=cmd_resync)
 
     p = sub.add_parser("run", help="keep the target in step with Label Studio until stopped",
@@ -116,7 +119,8 @@ def cmd_resync(args: argparse.Namespace) -> int:
     progress = logs.Progress("resync")
     try:
         source = LabelStudioSource(db, batch_size=cfg.batch_size)
-        options = resync_options(cfg, dry_run=args.dry_run, verify_remote=args.verify_remote)
+        options = resync_options(cfg, dry_run=args.dry_run, verify_remote=args.verify_remote,
+                                 checksum=args.checksum)
         summary = resync(source, store, checkpoint, options, progress=progress)
     finally:
         progress.finish()

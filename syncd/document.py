@@ -55,6 +55,10 @@ DRAFT_FIELDS = [
     ("annotation", "annotation_id"),
 ]
 
+# Bumped whenever syncd changes how a document is made from the same rows: stored row
+# fingerprints then no longer match, and the next resync rebuilds every document.
+DOCUMENT_FORMAT = "1"
+
 # Label Studio replaces this key of task data with the project's first data field on export.
 DATA_UNDEFINED_NAME = "$undefined$"
 
@@ -70,6 +74,11 @@ class TaskDocument:
 @dataclass(frozen=True)
 class DocumentOptions:
     predictions: str = "full"  # "full" objects or Label Studio's bare "ids"
+
+    def fingerprint(self, rows_fingerprint: str) -> str:
+        """What the checkpoint stores: the rows' fingerprint and everything else that shapes
+        the document, so a change of options or of syncd's format also counts as a change."""
+        return f"{DOCUMENT_FORMAT}:{self.predictions}:{rows_fingerprint}" if rows_fingerprint else ""
 
 
 def build_document(rows: TaskRows, project: Project | None, users: dict[int, User],

@@ -10,6 +10,7 @@ reported as orphaned) only by a pass that had no errors.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ class ResyncOptions:
     dry_run: bool = False
     predictions: str = "full"
     verify_remote: bool = False
+    checksum: bool = False  # build and hash every document instead of trusting row fingerprints
 
 
 @dataclass
@@ -116,13 +118,13 @@ class Syncer:
             adopt_remote_state(self.store, self.checkpoint, self.options.key_template)
         total = self.source.count_labeled(self.options.projects)
         seen: set[str] = set()
-        last_id = 0
+        batch = self.source.batch_size
+        listing = self.source.fingerprints(self.options.projects, batch=batch * 4)
         while not self.stop.is_set():
-            batch = self.source.read_batch(self.options.projects, last_id)
-            if not batch:
+            chunk = list(itertools.islice(listing, batch * 4))
+            if not chunk:
                 break
-            self._plan_rows(batch, seen)
-            last_id = batch[-1].id
+            self._plan_rows(self.source.read_tasks(self._stale(chunk, seen), self.options.projects), seen)
             if progress:
                 progress(summary.scanned, max(total, summary.scanned))
         self._drain()
@@ -143,6 +145,31 @@ class Syncer:
         self._remove([e for e in self.checkpoint.for_tasks(ids) if e.key not in seen])
         return self._end()
 
+    def _stale(self, listing: list[tuple[int, int | None, str]], seen: set[str]) -> list[int]:
+        """Tasks whose rows changed since their document was written (by fingerprint); the
+        others count as unchanged without being read or encoded. With ``checksum``, all."""
+        if self.options.checksum:
+            return [task_id for task_id, _, _ in listing]
+        keys = {}
+        for task_id, project_id, _ in listing:
+            project = self.projects.get(project_id)
+            try:
+                keys[task_id] = render_key(self.options.key_template, task_id, project_id,
+                                           project.slug if project else f"project-{project_id}")
+            except UnsafeKey:
+                keys[task_id] = None  # _plan_rows reports it
+        previous = self.checkpoint.get_many(k for k in keys.values() if k)
+        stale = []
+        for task_id, _, fingerprint in listing:
+            entry = previous.get(keys[task_id]) if keys[task_id] else None
+            if entry and entry.task_id == task_id and entry.fingerprint == self.doc_options.fingerprint(fingerprint):
+                seen.add(entry.key)
+                self._summary.scanned += 1
+                self._summary.unchanged += 1
+            else:
+                stale.append(task_id)
+        return stale
+
     def reconcile(self) -> Summary:
         """Find what timestamps miss (deleted rows, bulk updates that leave ``updated_at``
         alone, edits made with SQL) by comparing row fingerprints with the checkpoint."""
@@ -150,9 +177,10 @@ class Syncer:
         for entry in self.checkpoint.entries(self.options.projects):
             stored.setdefault(entry.task_id, []).append(entry)
         changed: set[int] = set()
-        for task_id, fingerprint in self.source.fingerprints(self.options.projects):
+        for task_id, _project_id, fingerprint in self.source.fingerprints(self.options.projects):
             entries = stored.pop(task_id, None)
-            if not entries or any(e.fingerprint != fingerprint for e in entries):
+            expected = self.doc_options.fingerprint(fingerprint)
+            if not entries or any(e.fingerprint != expected for e in entries):
                 changed.add(task_id)
         changed.update(stored)  # in the checkpoint, but no longer labeled (or gone)
         return self.sync_tasks(changed)
@@ -196,7 +224,7 @@ class Syncer:
             except BadTask as exc:
                 summary.fail(str(exc), rows.id)
                 continue
-            planned.append((doc, key, rows.fingerprint))
+            planned.append((doc, key, self.doc_options.fingerprint(rows.fingerprint)))
         previous = self.checkpoint.get_many(key for _, key, _ in planned)
         for doc, key, fingerprint in planned:
             before = previous.get(key)

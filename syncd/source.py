@@ -163,14 +163,15 @@ class LabelStudioSource:
                         f"SELECT task_id, user_id FROM task_comment_authors WHERE task_id IN "
                         f"({_marks(ids)}) ORDER BY id", ids):
                     tasks[task_id].comment_authors.append(user_id)
-            for task_id, fingerprint in self._fingerprints(ids).items():
+            for task_id, (_project, fingerprint) in self._fingerprints(ids).items():
                 tasks[task_id].fingerprint = fingerprint
         return list(tasks.values())
 
     # -------------------------------------------------------------- what changed
 
-    def fingerprints(self, project_ids: Iterable[int] = (), batch: int = 5000) -> Iterator[tuple[int, str]]:
-        """``(task_id, fingerprint)`` of every labeled task, in id order.
+    def fingerprints(self, project_ids: Iterable[int] = (), after_id: int = 0,
+                     batch: int = 5000) -> Iterator[tuple[int, int | None, str]]:
+        """``(task_id, project_id, fingerprint)`` of every labeled task after ``after_id``, in id order.
 
         A fingerprint digests per-task aggregates of every row a document is made of (counts,
         id sums, latest ``updated_at``, stored sizes, ground-truth and cancelled flags), so it
@@ -179,7 +180,7 @@ class LabelStudioSource:
         the documents."""
         projects = list(project_ids)
         where, params = _labeled_filter(projects)
-        last_id = 0
+        last_id = after_id
         while True:
             with self.db.snapshot():
                 ids = [r[0] for r in self.db.query(
@@ -188,13 +189,18 @@ class LabelStudioSource:
                 if not ids:
                     return
                 found = self._fingerprints(ids)
-            yield from sorted(found.items())
+            for task_id in ids:
+                if task_id in found:
+                    project_id, fingerprint = found[task_id]
+                    yield task_id, project_id, fingerprint
             last_id = ids[-1]
 
-    def _fingerprints(self, ids: list[int]) -> dict[int, str]:
+    def _fingerprints(self, ids: list[int]) -> dict[int, tuple[int | None, str]]:
         parts: dict[int, list[Any]] = {}
-        for row in self.db.query(f"SELECT id, {self._aggregates('task', per_row=True)} FROM task "
+        projects: dict[int, int | None] = {}
+        for row in self.db.query(f"SELECT id, project_id, {self._aggregates('task', per_row=True)} FROM task "
                                  f"WHERE id IN ({_marks(ids)})", ids):
+            projects[row[0]] = row[1]
             parts[row[0]] = [tuple(row[1:])]
         for table in ("task_completion", "prediction", "tasks_annotationdraft"):
             if table not in self.db.tables:
@@ -204,7 +210,7 @@ class LabelStudioSource:
                 f"WHERE task_id IN ({_marks(ids)}) GROUP BY task_id", ids)}
             for task_id, values in parts.items():
                 values.append(found.get(task_id))
-        return {task_id: hashlib.sha1(repr(values).encode()).hexdigest()[:20]
+        return {task_id: (projects[task_id], hashlib.sha1(repr(values).encode()).hexdigest()[:20])
                 for task_id, values in parts.items()}
 
     def _aggregates(self, table: str, per_row: bool = False) -> str:
@@ -212,7 +218,7 @@ class LabelStudioSource:
         size = "LENGTH(CAST({} AS BLOB))" if self.db.dialect == "sqlite" else "pg_column_size({})"
         terms: list[str] = []
         if per_row:
-            terms += [f'"{c}"' for c in ("updated_at", "project_id", "file_upload_id", "updated_by_id") if c in cols]
+            terms += [f'"{c}"' for c in ("updated_at", "file_upload_id", "updated_by_id") if c in cols]
             terms += [size.format(f'"{c}"') for c in ("data", "meta") if c in cols]
             return ", ".join(terms) or "1"
         terms += ["COUNT(*)", "SUM(id)", "MAX(updated_at)" if "updated_at" in cols else "0"]

@@ -129,10 +129,10 @@ def test_database_outage_is_retried_without_exiting(ls_db, tmp_path):
 
 def test_sigterm_during_uploads_loses_nothing(tmp_path):
     db = tmp_path / "big.sqlite3"
-    labeled = multiply(EXAMPLE_DB, db, copies=40)
+    labeled = multiply(EXAMPLE_DB, db, copies=100)
     out = tmp_path / "out"
     daemon = RunningSyncd(tmp_path, f"sqlite:///{db}", str(out))
-    wait_for(lambda: len(list(out.glob("*.json"))) >= labeled // 4, 60, "the initial sync to get going")
+    wait_for(lambda: len(list(out.glob("*.json"))) >= 200, 60, "the initial sync to get going")
     started = time.monotonic()
     assert daemon.stop(signal.SIGTERM) == 0, daemon.logs()
     assert time.monotonic() - started < 10
