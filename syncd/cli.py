@@ -6,7 +6,10 @@ import argparse
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import yaml
 
 from converters.cli import register as register_converters
 from syncd import __version__, logs
@@ -15,7 +18,7 @@ from syncd.checkpoint import Checkpoint, default_state_path
 from syncd.daemon import Daemon
 from syncd.database import connect
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
-from syncd.resync import FatalStoreError, ResyncOptions, resync
+from syncd.resync import FatalStoreError, ResyncOptions, Summary, resync
 from syncd.source import LabelStudioSource
 from syncd.stores import open_store, scheme_of
 
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checksum", action="store_true",
                    help="build and hash every document instead of skipping tasks whose rows are unchanged "
                    "(slower; catches edits that change neither a timestamp nor a size)")
+    p.add_argument("--metrics-file", metavar="PATH",
+                   help="write the run's Prometheus metrics here (temp file + rename), e.g. for node "
+                   "exporter's textfile collector")
     p.set_defaults(func=cmd_resync)
 
     p = sub.add_parser("run", help="keep the target in step with Label Studio until stopped",
@@ -75,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "if all pass.")
     _common(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="print the default configuration",
+                       description="Print the configuration syncd uses when a key is not set "
+                       "(config.example.yaml documents each key).")
+    p.add_argument("--print-defaults", action="store_true", required=True, help="print every key with its default")
+    p.set_defaults(func=cmd_config)
 
     register_converters(sub)
     return parser
@@ -105,6 +117,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
+    try:
+        return _resync(args)
+    except SyncdError:
+        if getattr(args, "metrics_file", None):  # a cron job's monitoring must see the failed run too
+            write_resync_metrics(args.metrics_file, Summary(failed=1))
+        raise
+
+
+def _resync(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     logs.setup(cfg.log_format, args.verbose)
     store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
@@ -136,7 +157,37 @@ def cmd_resync(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     prefix = "syncd resync (dry run)" if args.dry_run else "syncd resync"
     print(f"{prefix}: {summary.line(args.dry_run)}")
+    if args.metrics_file:
+        write_resync_metrics(args.metrics_file, summary)
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def write_resync_metrics(path: str, summary) -> None:
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    for name, help_text, value in (
+            ("syncd_resync_success", "1 if the last resync wrote everything", 1 if summary.ok else 0),
+            ("syncd_resync_last_run_timestamp_seconds", "When the last resync finished", time.time()),
+            ("syncd_resync_duration_seconds", "How long the last resync took", summary.seconds),
+            ("syncd_resync_tasks_scanned", "Labeled tasks seen by the last resync", summary.scanned),
+            ("syncd_resync_objects_written", "Objects written by the last resync", summary.written),
+            ("syncd_resync_objects_unchanged", "Objects already up to date", summary.unchanged),
+            ("syncd_resync_objects_deleted", "Objects deleted by the last resync", summary.deleted),
+            ("syncd_resync_objects_orphaned", "Objects of unlabeled or deleted tasks left in place", summary.orphaned),
+            ("syncd_resync_failures", "Tasks or objects that failed in the last resync", summary.failed)):
+        Gauge(name, help_text, registry=registry).set(value)
+    try:
+        write_to_textfile(path, registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-file {path}: cannot write it ({exc.strerror})") from None
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    defaults = {key: getattr(config_mod.Config(), key) for key in config_mod.KEYS}
+    print("# syncd's defaults; config.example.yaml explains every key.")
+    print(yaml.safe_dump(defaults, sort_keys=False, allow_unicode=True), end="")
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:

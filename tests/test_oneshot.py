@@ -1,0 +1,52 @@
+"""``syncd resync`` as a cron job: metrics file, JSON logs, quiet output; ``syncd config``."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from syncd import config
+from tests.conftest import run_syncd
+
+
+def test_metrics_file_for_the_textfile_collector(ls_db, tmp_path):
+    prom = tmp_path / "syncd.prom"
+    result = run_syncd("resync", "--db", f"sqlite:///{ls_db}", "--target", str(tmp_path / "out"),
+                       "--state", str(tmp_path / "s.sqlite3"), "--metrics-file", str(prom))
+    assert result.returncode == 0, result.stderr
+    values = {line.split()[0]: float(line.split()[1]) for line in prom.read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert values["syncd_resync_success"] == 1
+    assert values["syncd_resync_objects_written"] == 38
+    assert values["syncd_resync_failures"] == 0
+    assert not list(tmp_path.glob("*.prom.*")), "temporary file left behind"
+
+    failed = run_syncd("resync", "--db", f"sqlite:///{tmp_path}/missing.sqlite3", "--target", str(tmp_path / "out"),
+                       "--state", str(tmp_path / "s.sqlite3"), "--metrics-file", str(prom))
+    assert failed.returncode == 2
+    assert "syncd_resync_success 0.0" in prom.read_text()
+
+
+def test_json_logs_and_no_terminal_noise(ls_db, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "8.json").mkdir()  # one write fails, so there is an error to log
+    result = run_syncd("resync", "--log-format", "json", "--db", f"sqlite:///{ls_db}",
+                       "--target", str(tmp_path / "out"), "--state", str(tmp_path / "s.sqlite3"))
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines and all({"time", "level", "message"} <= set(entry) for entry in lines)
+    assert any(entry["level"] == "error" and "8.json" in entry["message"] for entry in lines)
+    assert "\r" not in result.stderr + result.stdout
+    assert len(result.stdout.splitlines()) == 1  # just the summary
+
+
+def test_print_defaults_is_the_default_config(tmp_path):
+    result = run_syncd("config", "--print-defaults")
+    assert result.returncode == 0
+    printed = yaml.safe_load(result.stdout)
+    assert list(printed) == config.KEYS
+    path = tmp_path / "defaults.yaml"
+    path.write_text(result.stdout)
+    loaded = config.load(str(path))
+    assert {k: getattr(loaded, k) for k in config.KEYS} == {k: getattr(config.Config(), k) for k in config.KEYS}
