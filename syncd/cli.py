@@ -12,11 +12,13 @@ from pathlib import Path
 import yaml
 
 from converters.cli import register as register_converters
-from syncd import __version__, logs
+from syncd import __version__, logs, triggers
 from syncd import config as config_mod
+from syncd.bundles import publish_changed
 from syncd.checkpoint import Checkpoint, default_state_path
 from syncd.daemon import Daemon
-from syncd.database import connect
+from syncd.database import connect, default_db_url, mask_url
+from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
 from syncd.resync import FatalStoreError, ResyncOptions, Summary, resync
 from syncd.source import LabelStudioSource
@@ -82,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_check)
 
+    for name, verb in (("install-triggers", "install"), ("remove-triggers", "remove")):
+        p = sub.add_parser(name, help=f"{verb} PostgreSQL LISTEN/NOTIFY triggers for instant wake-up (writes to DB)",
+                           description=f"{verb.capitalize()} the optional triggers that make PostgreSQL notify "
+                           "syncd run of every change at once. This is the only syncd command that writes to "
+                           "Label Studio's database; without the triggers syncd polls.")
+        p.add_argument("--config", metavar="PATH", help="YAML config file (for db:)")
+        p.add_argument("--db", metavar="URL", help="postgresql://user:pw@host:port/db (a role that owns the tables)")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.set_defaults(func=cmd_triggers, verb=verb)
+
     p = sub.add_parser("config", help="print the default configuration",
                        description="Print the configuration syncd uses when a key is not set "
                        "(config.example.yaml documents each key).")
@@ -143,6 +155,11 @@ def _resync(args: argparse.Namespace) -> int:
         options = resync_options(cfg, dry_run=args.dry_run, verify_remote=args.verify_remote,
                                  checksum=args.checksum)
         summary = resync(source, store, checkpoint, options, progress=progress)
+        progress.finish()
+        bundles = []
+        if cfg.bundles and not args.dry_run:
+            bundles = publish_changed(source, store, cfg.bundles, DocumentOptions(predictions=cfg.predictions),
+                                      summary.changed_projects, cfg.projects, transfers=cfg.transfers)
     finally:
         progress.finish()
         checkpoint.close()
@@ -157,6 +174,11 @@ def _resync(args: argparse.Namespace) -> int:
         log.warning("%s", note)
     prefix = "syncd resync (dry run)" if args.dry_run else "syncd resync"
     print(f"{prefix}: {summary.line(args.dry_run)}")
+    if bundles:
+        count = {status: sum(1 for b in bundles if b.status == status) for status in ("published", "skipped", "failed")}
+        print(f"bundles: {count['published']} published, {count['skipped']} skipped, {count['failed']} failed")
+        if count["failed"]:
+            summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)")
     if args.metrics_file:
         write_resync_metrics(args.metrics_file, summary)
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -181,6 +203,18 @@ def write_resync_metrics(path: str, summary) -> None:
         write_to_textfile(path, registry)
     except OSError as exc:
         raise ConfigError(f"--metrics-file {path}: cannot write it ({exc.strerror})") from None
+
+
+def cmd_triggers(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config)
+    url = args.db or cfg.db or default_db_url()
+    if args.verb == "install":
+        tables = triggers.install(url)
+        print(f"installed LISTEN/NOTIFY triggers on {', '.join(tables)} at {mask_url(url)}")
+    else:
+        triggers.remove(url)
+        print(f"removed syncd's triggers at {mask_url(url)}")
+    return EXIT_OK
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from syncd.bundles import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
 
@@ -40,6 +41,7 @@ class Config:
     s3: dict[str, Any] = field(default_factory=dict)
     gcs: dict[str, Any] = field(default_factory=dict)
     azure: dict[str, Any] = field(default_factory=dict)
+    bundles: BundleConfig | None = None  # export formats published per project
     source_file: str | None = None  # where it was read from, for messages
 
     def backend_options(self, scheme: str) -> dict[str, Any]:
@@ -150,6 +152,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return _int(value, where, 1, 256)
     if key == "batch_size":
         return _int(value, where, 1, 10000)
+    if key == "bundles":
+        return parse_bundle_config(value, where)
     if key in BACKEND_SECTIONS:
         if value is None:
             return {}

@@ -16,9 +16,12 @@ import threading
 import time
 from pathlib import Path
 
+from syncd import triggers
+from syncd.bundles import BundleScheduler, publish_changed
 from syncd.checkpoint import Checkpoint, default_state_path
 from syncd.config import Config
-from syncd.database import connect, driver_errors, sqlite_path
+from syncd.database import connect, default_db_url, driver_errors, sqlite_path
+from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
 from syncd.ops import Health, Metrics, Notifier, serve
 from syncd.resync import FatalStoreError, Summary, Syncer
@@ -53,6 +56,9 @@ class Daemon:
         self.metrics.queue.set_function(lambda: len(self.retry_at))
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
         self._signals = 0
+        self.bundles = BundleScheduler(cfg.bundles.debounce if cfg.bundles else 30.0)
+        self._notified_ids: set[int] = set()  # task ids from PostgreSQL NOTIFY, if triggers are installed
+        self._notified_lock = threading.Lock()
         self.failing_since: float | None = None  # monotonic time the current outage began
         self.backoff = 1.0  # seconds before the next reconnect; doubles up to MAX_BACKOFF
         self._announced_ready = False
@@ -133,7 +139,7 @@ class Daemon:
     def _session(self) -> None:
         cfg = self.cfg
         store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
-        db = checkpoint = syncer = None
+        db = checkpoint = syncer = listener = None
         try:
             db = connect(cfg.db)
             state = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
@@ -144,7 +150,10 @@ class Daemon:
             if db_file is not None:
                 self.waker.close()
                 self.waker.watch_files([db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-journal")])
-            self._loop(syncer, source, db_file, checkpoint)
+            elif triggers.installed(db):
+                listener = triggers.Listener(cfg.db or default_db_url(), self._notified)
+                log.info("PostgreSQL triggers found: woken by LISTEN/NOTIFY")
+            self._loop(syncer, source, db_file, checkpoint, listener)
         finally:
             if syncer is not None:
                 try:
@@ -153,12 +162,19 @@ class Daemon:
                     log.debug("while closing: %s", exc)
             if checkpoint is not None:
                 checkpoint.close()
+            if listener is not None:
+                listener.close()
             if db is not None:
                 db.close()
             store.close()
 
+    def _notified(self, task_id: int) -> None:
+        with self._notified_lock:
+            self._notified_ids.add(task_id)
+        self.waker.wake()
+
     def _loop(self, syncer: Syncer, source: LabelStudioSource, db_file: Path | None,
-              checkpoint: Checkpoint) -> None:
+              checkpoint: Checkpoint, listener: triggers.Listener | None) -> None:
         cfg = self.cfg
         _, cursor = source.changes_since(None)  # before the full pass: nothing falls in between
         self.behind_since = self.behind_since or time.time()
@@ -166,6 +182,10 @@ class Daemon:
         self.metrics.tasks.set(checkpoint.count())
         if self.stop.is_set():
             return
+        if cfg.bundles:
+            self.bundles.debounce = cfg.bundles.debounce
+            # Projects without bundles yet (or whose last build was cut short) are due at once.
+            self._publish_bundles(syncer, source, force=True)
         identity = _file_identity(db_file)
         version = source.data_version()
         last_reconcile = time.monotonic()
@@ -181,10 +201,13 @@ class Daemon:
         while not self.stop.is_set():
             if self.reload.is_set():
                 raise Reload()
-            self.waker.wait(cfg.poll_interval)
+            next_bundle = self.bundles.next_due(time.monotonic()) if cfg.bundles else None
+            self.waker.wait(cfg.poll_interval if next_bundle is None else min(cfg.poll_interval, next_bundle))
             self.notifier.beat()
             if self.stop.is_set():
                 return
+            if cfg.bundles:
+                self._publish_bundles(syncer, source)
             now = time.monotonic()
             due_reconcile = now - last_reconcile >= cfg.reconcile_interval
             due_retry = [t for t, (when, _) in self.retry_at.items() if when <= now]
@@ -196,7 +219,12 @@ class Daemon:
                     self.health.set(True)
                     continue
                 version = current
+            if listener is not None and not listener.alive:
+                raise SourceError("the LISTEN connection to PostgreSQL was lost; reconnecting")
             touched, cursor = source.changes_since(cursor)
+            with self._notified_lock:
+                touched |= self._notified_ids
+                self._notified_ids = set()
             if touched and self.behind_since is None:
                 self.behind_since = time.time()
             if touched or due_retry:
@@ -208,8 +236,29 @@ class Daemon:
                 self.metrics.tasks.set(checkpoint.count())
             self.health.set(True)
 
+    def _publish_bundles(self, syncer: Syncer, source: LabelStudioSource, force: bool = False) -> None:
+        """Rebuild the bundles of projects whose changes have settled (``force``: of every project
+        that has no bundle yet, plus the pending ones, now)."""
+        cfg = self.cfg
+        now = time.monotonic()
+        due = set(self.bundles.due(float("inf") if force else now))
+        if not due and not force:
+            return
+        options = DocumentOptions(predictions=cfg.predictions)
+        results = publish_changed(source, syncer.store, cfg.bundles, options, due,
+                                  only=cfg.projects if force else due, transfers=cfg.transfers, stop=self.stop)
+        failed = {b.project_id for b in results if b.status == "failed"}
+        if failed:
+            self.metrics.failures.labels("bundle").inc(len(failed))
+            self.bundles.mark_changed(failed, now)  # try again after the next debounce
+        published = [b for b in results if b.status == "published"]
+        if published:
+            log.info("bundles published: %s", ", ".join(f"project {b.project_id} {b.format}" for b in published))
+
     def _account(self, summary: Summary, retried: set[int] = frozenset()) -> None:
         self.metrics.record(summary)
+        if self.cfg.bundles:
+            self.bundles.mark_changed(summary.changed_projects, time.monotonic())
         now = time.monotonic()
         for task_id in retried - summary.failed_tasks:
             self.retry_at.pop(task_id, None)

@@ -60,7 +60,10 @@ class Database:
             sql = sql.replace("?", "%s")
         cur = self.conn.cursor()
         try:
-            cur.execute(sql, tuple(params))
+            if params:
+                cur.execute(sql, tuple(params))
+            else:  # psycopg then takes a literal % as it is
+                cur.execute(sql)
             return cur.fetchall()
         finally:
             cur.close()

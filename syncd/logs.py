@@ -61,5 +61,6 @@ class Progress:
 
     def finish(self) -> None:
         if self.drawn:
+            self.drawn = False
             sys.stderr.write("\n")
             sys.stderr.flush()

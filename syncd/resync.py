@@ -53,6 +53,7 @@ class Summary:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     failed_tasks: set[int] = field(default_factory=set)
+    changed_projects: set[int] = field(default_factory=set)  # projects with a written or deleted object
     notes: list[str] = field(default_factory=list)
     plan: list[Action] = field(default_factory=list)  # filled in a dry run
     seconds: float = 0.0
@@ -279,6 +280,8 @@ class Syncer:
         summary = self._summary
         exc = future.exception()
         if exc is None:
+            if action.project_id is not None:
+                summary.changed_projects.add(action.project_id)
             if action.kind == "put":
                 doc = action.document
                 self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,

@@ -257,7 +257,9 @@ class AzureStore:
             return exc
         what = f"cannot {action} {self._where(key)}{'*' if listing else ''}"
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
-            code, status = exc.error_code, exc.status_code
+            raw_code = exc.error_code
+            code = str(getattr(raw_code, "value", raw_code)) if raw_code else None
+            status = exc.status_code
             reason = f"{code or exc.reason or 'error'} (HTTP {status})"
             headers = getattr(exc.response, "headers", None) or {}
             retry_after = _retry_after(headers.get("Retry-After"))

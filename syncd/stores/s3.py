@@ -135,7 +135,7 @@ class S3Store:
                               "or credentials file; fix the s3 option 'profile' or AWS_PROFILE") from None
         config = Config(
             max_pool_connections=max(self.transfers, 10),
-            retries={"mode": "standard", "max_attempts": self._max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self._max_attempts},
             s3={"addressing_style": self._addressing_style},
             connect_timeout=10,
             read_timeout=60,

@@ -1,0 +1,640 @@
+"""Bundles: a project's labeled tasks converted to Label Studio export formats, published to the target.
+
+For each format listed under ``bundles:`` and each project it applies to, a build is written under
+
+    {key_template}/{build_id}/<files>        e.g. exports/2/YOLO/20261125T104512Z-3f9a/labels/a.txt
+    {key_template}/latest.json               the manifest of the current build, written last
+
+so a reader who follows ``latest.json`` never sees a half-written bundle: the files of a build are
+all uploaded before the manifest that names them, a build whose upload failed is never named
+(``latest.json`` keeps pointing at the previous one), and builds beyond the newest ``keep`` are
+removed only after the new manifest is in place (the build ``latest.json`` names is never
+removed). Build ids are UTC timestamps plus a short random part, so they sort by time.
+
+Converting streams: the task documents are read from the database batch by batch and written by
+the converter into a temporary local directory, once per format; nothing holds all tasks.
+
+``BundleScheduler`` is the daemon's debounce: a project is rebuilt ``debounce`` seconds after its
+last change, and at most ``5 x debounce`` after its first unpublished change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import string
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import converters
+from converters import ConverterError, ConvertOptions, LabelConfigError, parse_label_config
+from syncd.document import DocumentOptions, build_document
+from syncd.errors import BadTask, ConfigError, StoreError
+from syncd.keys import UnsafeKey, check_key
+from syncd.source import LabelStudioSource, Project
+from syncd.stores.base import Store
+from syncd.stores.local import TMP_DIR
+from syncd.transfer import with_retries
+
+__all__ = [
+    "DEFAULT_KEY_TEMPLATE",
+    "MANIFEST_NAME",
+    "BundleConfig",
+    "BundleFile",
+    "BundleScheduler",
+    "PublishedBundle",
+    "build_and_publish",
+    "bundle_prefix",
+    "iter_project_tasks",
+    "missing_bundles",
+    "parse_bundle_config",
+    "publish_project",
+    "validate_bundle_template",
+]
+
+log = logging.getLogger("syncd")
+
+DEFAULT_KEY_TEMPLATE = "exports/{project_id}/{format}"
+TEMPLATE_FIELDS = ("project_id", "project_slug", "format")
+MANIFEST_NAME = "latest.json"
+BUILD_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4,32}\Z")
+MAX_KEEP = 1000
+MAX_DEBOUNCE = 86400.0
+DEFAULT_TRANSFERS = 4
+MAX_DELAY_FACTOR = 5.0  # a busy project still gets a bundle this many debounce periods after its first change
+_CONFIG_KEYS = ("formats", "key_template", "keep", "debounce", "zip")
+
+
+# ---------------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class BundleConfig:
+    formats: list[str]  # canonical converter names (``converters.get(name).name``)
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    keep: int = 3
+    debounce: float = 30.0
+    zip: bool = False
+
+
+def parse_bundle_config(raw: dict | list | str | None, where: str = "bundles") -> BundleConfig | None:
+    """Validate the ``bundles:`` value of the config file; None when bundles are off.
+
+    Accepts the short form (a list of formats, or one format as a string) and the mapping
+    ``{formats, key_template, keep, debounce, zip}``. ``where`` prefixes every message (for
+    example ``config.yaml: bundles``). Raises ``ConfigError``.
+    """
+    if raw is None or raw == "" or raw == []:
+        return None
+    if isinstance(raw, (list, str)):
+        formats = _formats(raw, where)
+        cfg = BundleConfig(formats=formats)
+    elif isinstance(raw, dict):
+        for key in raw:
+            if key not in _CONFIG_KEYS:
+                close = difflib.get_close_matches(str(key), _CONFIG_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(_CONFIG_KEYS)}"
+                raise ConfigError(f"{where}: unknown key {key!r}; {hint}")
+        if "formats" not in raw:
+            raise ConfigError(f"{where}.formats: missing; list the formats to build, for example [COCO, YOLO]")
+        value = raw["formats"]
+        if value is None or value == [] or value == "":
+            return None
+        cfg = BundleConfig(formats=_formats(value, f"{where}.formats"))
+        if raw.get("key_template") is not None:
+            template = raw["key_template"]
+            if not isinstance(template, str):
+                raise ConfigError(f"{where}.key_template: must be a string, got {template!r}")
+            cfg.key_template = template
+        if raw.get("keep") is not None:
+            cfg.keep = _whole(raw["keep"], f"{where}.keep", 1, MAX_KEEP)
+        if raw.get("debounce") is not None:
+            cfg.debounce = _seconds(raw["debounce"], f"{where}.debounce")
+        if raw.get("zip") is not None:
+            cfg.zip = _boolean(raw["zip"], f"{where}.zip")
+    else:
+        raise ConfigError(f"{where}: must be a list of formats or a mapping with formats:, "
+                          f"keep:, debounce:, key_template:, zip:; got {raw!r}")
+    cfg.key_template = validate_bundle_template(cfg.key_template, f"{where}.key_template")
+    return cfg
+
+
+def _formats(value: Any, where: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: must be a list of formats (for example [COCO, YOLO]), got {value!r}")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{where}: formats are names such as COCO or YOLO, got {item!r}")
+        try:
+            name = converters.get(item).name
+        except converters.UnknownFormat:
+            known = converters.names()
+            close = difflib.get_close_matches(item.strip().upper().replace("-", "_"), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}: unknown format {item!r}; {hint}known: {', '.join(known)}") from None
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _whole(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        number = None
+    else:
+        try:
+            number = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except ValueError:
+            number = None
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{where}: must be a whole number from {low} to {high}, got {value!r}")
+    return number
+
+
+def _seconds(value: Any, where: str) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        number = -1.0
+    if not 0 <= number <= MAX_DEBOUNCE:
+        raise ConfigError(f"{where}: must be a number of seconds from 0 to {MAX_DEBOUNCE:.0f}, got {value!r}")
+    return number
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"{where}: must be true or false, got {value!r}")
+
+
+def validate_bundle_template(template: str, where: str = "bundles.key_template") -> str:
+    """Check a bundle key template (the folder of one project's bundle of one format).
+
+    Fields: ``{project_id}``, ``{project_slug}``, ``{format}``; ``{project_id}`` and ``{format}``
+    are required (two projects may share a title; formats must not share a folder). The rendered
+    keys must pass ``keys.check_key``. Returns the template without trailing slashes.
+    """
+    stripped = template.rstrip("/") if template.strip("/") else template
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(stripped) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {template!r} is not a valid template ({exc})") from None
+    for name in names:
+        if name not in TEMPLATE_FIELDS:
+            raise ConfigError(f"{where}: unknown field {{{name}}} in {template!r}; "
+                              f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+    for required, why in (("project_id", "or projects would overwrite each other's bundles"),
+                          ("format", "or formats would overwrite each other's bundles")):
+        if required not in names:
+            raise ConfigError(f"{where}: {template!r} must contain {{{required}}}, {why}")
+    try:
+        sample = _render(stripped, 1, "p", "JSON", check=False)
+        check_key(f"{sample}/{MANIFEST_NAME}")
+    except UnsafeKey as exc:
+        raise ConfigError(f"{where}: {template!r} gives unsafe keys: {exc}") from None
+    if sample.split("/", 1)[0] == TMP_DIR:
+        raise ConfigError(f"{where}: {template!r}: {TMP_DIR}/ is reserved for syncd's temporary files")
+    return stripped
+
+
+def _render(template: str, project_id: int, project_slug: str, fmt: str, check: bool = True) -> str:
+    key = template.format(project_id=project_id, project_slug=project_slug, format=fmt).rstrip("/")
+    if check:
+        check_key(key)
+    return key
+
+
+def bundle_prefix(config: BundleConfig, project: Project, fmt: str) -> str:
+    """The folder holding one project's builds of one format (and its ``latest.json``)."""
+    return _render(config.key_template, project.id, project.slug, converters.get(fmt).name)
+
+
+# ---------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: str  # relative to the build folder, '/'-separated
+    size: int
+    sha256: str
+
+
+@dataclass
+class PublishedBundle:
+    """What happened to one format of one project: published, skipped (with why) or failed."""
+
+    project_id: int
+    format: str
+    prefix: str = ""
+    build_id: str | None = None
+    created_at: str | None = None
+    task_count: int = 0
+    files: list[BundleFile] = field(default_factory=list)
+    skipped: str | None = None  # why the format does not apply to the project
+    error: str | None = None  # why the build failed; latest.json still names the previous build
+    warnings: int = 0  # tasks or regions the converter left out (each logged)
+    removed_builds: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error else "skipped" if self.skipped else "published"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}/{MANIFEST_NAME}"
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{self.build_id}/{path}"
+
+
+# ---------------------------------------------------------------------------------- building
+
+
+TaskSource = Callable[[], Iterable[dict]] | Iterable[dict]
+
+
+def build_and_publish(store: Store, project: Project, tasks: TaskSource, config: BundleConfig, *,
+                      now: Callable[[], float] = time.time, transfers: int = DEFAULT_TRANSFERS,
+                      stop: threading.Event | None = None, work_dir: str | os.PathLike[str] | None = None,
+                      formats: Iterable[str] | None = None) -> list[PublishedBundle]:
+    """Convert the project's tasks to every configured format that applies, and publish each.
+
+    ``tasks`` is a callable returning a fresh iterable of task documents (called once per
+    format), or a re-iterable collection. Returns one ``PublishedBundle`` per configured format
+    (or per ``formats``, a subset), in config order. A failed format is reported in its
+    result (and logged) and does not stop the others. Errors of the task source itself
+    (database gone) propagate; so does a ``StoreError`` marked fatal.
+    """
+    wanted = list(config.formats if formats is None else [converters.get(f).name for f in formats])
+    try:
+        label_config = parse_label_config(project.label_config or "")
+    except LabelConfigError as exc:
+        message = f"the project's labeling config cannot be read ({exc})"
+        log.error("bundles of project %d: %s", project.id, message)
+        return [PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error=message)
+                for fmt in wanted]
+    plan: list[tuple[str, str | None]] = []
+    for fmt in wanted:
+        plan.append((fmt, converters.get(fmt).applies_to(label_config)))
+    if not callable(tasks) and iter(tasks) is tasks and sum(r is None for _, r in plan) > 1:
+        raise TypeError("tasks is a one-shot iterator; pass a callable returning a fresh iterable per format")
+    results = []
+    for fmt, reason in plan:
+        if reason is not None:
+            log.info("bundle %s of project %d skipped: %s", fmt, project.id, reason)
+            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), skipped=reason))
+            continue
+        if stop is not None and stop.is_set():
+            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error="interrupted"))
+            continue
+        fresh = tasks() if callable(tasks) else tasks
+        results.append(_publish_one(store, project, fmt, label_config, fresh, config, now=now,
+                                    transfers=transfers, stop=stop, work_dir=work_dir))
+    return results
+
+
+class _SourceFailed(Exception):
+    def __init__(self, exc: BaseException):
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _counted(tasks: Iterable[dict], counter: list[int]) -> Iterator[dict]:
+    iterator = iter(tasks)
+    while True:
+        try:
+            task = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # the database, not the converter: let the caller handle it
+            raise _SourceFailed(exc) from exc
+        counter[0] += 1
+        yield task
+
+
+def _publish_one(store: Store, project: Project, fmt: str, label_config: converters.LabelConfig,
+                 tasks: Iterable[dict], config: BundleConfig, *, now: Callable[[], float], transfers: int,
+                 stop: threading.Event | None, work_dir: str | os.PathLike[str] | None) -> PublishedBundle:
+    started = now()
+    result = PublishedBundle(project.id, fmt, prefix=bundle_prefix(config, project, fmt),
+                             build_id=_build_id(started), created_at=_timestamp(started))
+    converter = converters.get(fmt)
+
+    def warn(task_id: object, message: str) -> None:
+        result.warnings += 1
+        log.warning("bundle %s of project %d: task %s left out: %s", fmt, project.id, task_id, message)
+
+    with tempfile.TemporaryDirectory(prefix="syncd-bundle-", dir=work_dir) as tmp:
+        out = Path(tmp) / "out"
+        counter = [0]
+        try:
+            converter.convert(_counted(tasks, counter), label_config, out, ConvertOptions(warn=warn), check=False)
+            result.task_count = counter[0]
+            if config.zip:
+                archive = Path(tmp) / f"{fmt}.zip"
+                _zip_dir(out, archive)
+                root, paths = Path(tmp), [archive]
+            else:
+                root, paths = out, sorted(p for p in out.rglob("*") if p.is_file())
+        except _SourceFailed as failed:
+            raise failed.exc from None
+        except ConverterError as exc:
+            return _failed(result, f"conversion failed: {exc}")
+        except Exception as exc:  # a converter bug or a full disk must not stop the daemon
+            log.debug("bundle %s of project %d: conversion failed", fmt, project.id, exc_info=True)
+            return _failed(result, f"conversion failed: {type(exc).__name__}: {exc}")
+        try:
+            uploads = [(p, p.relative_to(root).as_posix()) for p in paths]
+            for _, rel in uploads:
+                check_key(result.key(rel))
+        except UnsafeKey as exc:
+            return _failed(result, f"a produced file has an unsafe key ({exc})")
+        uploaded, error, fatal = _upload(store, result, uploads, transfers, stop)
+        if error is not None:
+            _delete_keys(store, [result.key(f.path) for f in uploaded], transfers, "clean up the failed build")
+            if fatal is not None:
+                raise fatal
+            return _failed(result, error)
+        result.files = uploaded
+    manifest = _manifest(result)
+    digest = hashlib.sha256(manifest).hexdigest()
+    try:
+        with_retries(lambda: store.put(result.manifest_key, manifest, digest), result.manifest_key, stop=stop)
+    except StoreError as put_error:
+        # A write that failed may still have landed (a timeout after the upload): ask the store.
+        try:
+            landed = store.head(result.manifest_key)
+            state = "ours" if landed and landed.sha256 == digest else \
+                "unknown" if landed and landed.sha256 is None else "previous"
+        except StoreError:
+            state = "unknown"
+        if state == "previous":
+            _delete_keys(store, [result.key(f.path) for f in result.files], transfers, "clean up the failed build")
+        elif state == "unknown":
+            log.warning("cannot tell whether %s was written; the new build's files are left in place",
+                        result.manifest_key)
+        if state != "ours":
+            if put_error.fatal:
+                raise
+            return _failed(result, f"writing {result.manifest_key} failed: {put_error}")
+    result.removed_builds = _prune(store, result, config.keep, transfers)
+    removed = f", {len(result.removed_builds)} old build(s) removed" if result.removed_builds else ""
+    log.info("bundle %s of project %d: %d tasks, %d files -> %s/%s%s", fmt, project.id, result.task_count,
+             len(result.files), result.prefix, result.build_id, removed)
+    return result
+
+
+def _failed(result: PublishedBundle, message: str) -> PublishedBundle:
+    result.error = message
+    result.files = []
+    log.error("bundle %s of project %d failed: %s; %s still names the previous build, if any", result.format,
+              result.project_id, message, result.manifest_key)
+    return result
+
+
+def _build_id(t: float) -> str:
+    stamp = datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def _timestamp(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _manifest(result: PublishedBundle) -> bytes:
+    doc = {
+        "build_id": result.build_id,
+        "format": result.format,
+        "project_id": result.project_id,
+        "created_at": result.created_at,
+        "task_count": result.task_count,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in result.files],
+    }
+    return (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode()
+
+
+def _zip_dir(src: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel_root = Path(root).relative_to(src)
+            if rel_root != Path("."):
+                zf.write(root, f"{rel_root.as_posix()}/")
+            for name in sorted(files):
+                zf.write(Path(root) / name, (rel_root / name).as_posix())
+
+
+def _upload(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str]], transfers: int,
+            stop: threading.Event | None) -> tuple[list[BundleFile], str | None, StoreError | None]:
+    """Put every file of the build, a few at once, stopping at the first error.
+
+    Returns the files written (in ``uploads`` order), the first error (None if all were
+    written) and, when it concerns the whole target, that ``StoreError``."""
+    abort = threading.Event()
+    errors: list[str] = []
+    fatal: list[StoreError] = []
+
+    def put(path: Path, rel: str) -> BundleFile | None:
+        if abort.is_set():
+            return None
+        if stop is not None and stop.is_set():
+            abort.set()
+            errors.append("interrupted")
+            return None
+        key = result.key(rel)
+        try:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            with_retries(lambda: store.put(key, data, digest), key, stop=stop)
+        except StoreError as exc:
+            abort.set()
+            errors.append(f"upload of {key} failed: {exc}")
+            if exc.fatal:
+                fatal.append(exc)
+            return None
+        except OSError as exc:
+            abort.set()
+            errors.append(f"cannot read the converted file {rel}: {exc.strerror or exc}")
+            return None
+        return BundleFile(rel, len(data), digest)
+
+    with ThreadPoolExecutor(max_workers=max(1, transfers), thread_name_prefix="syncd-bundle") as pool:
+        done = [f for f in pool.map(lambda item: put(*item), uploads) if f is not None]
+    if not errors:
+        return done, None, None
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return done, errors[0] + more, fatal[0] if fatal else None
+
+
+def _delete_keys(store: Store, keys: list[str], transfers: int, why: str) -> int:
+    """Delete keys, best effort; returns how many deletions failed (each is logged once)."""
+    failed: list[str] = []
+
+    def delete(key: str) -> None:
+        try:
+            with_retries(lambda: store.delete(key), key)
+        except StoreError as exc:
+            failed.append(f"{key}: {exc}")
+
+    if keys:
+        with ThreadPoolExecutor(max_workers=max(1, transfers), thread_name_prefix="syncd-bundle") as pool:
+            list(pool.map(delete, keys))
+    if failed:
+        log.warning("could not %s: %d deletion(s) failed, first: %s", why, len(failed), failed[0])
+    return len(failed)
+
+
+def _prune(store: Store, result: PublishedBundle, keep: int, transfers: int) -> list[str]:
+    """Remove builds beyond the newest ``keep`` (counting the new one, which is never removed)."""
+    builds: dict[str, list[str]] = {}
+    base = f"{result.prefix}/"
+    try:
+        for info in store.list(base):
+            rest = info.key[len(base):]
+            build, sep, _ = rest.partition("/")
+            if sep and BUILD_ID.match(build):
+                builds.setdefault(build, []).append(info.key)
+    except StoreError as exc:
+        log.warning("cannot list %s to remove old builds: %s", base, exc)
+        return []
+    older = sorted((b for b in builds if b != result.build_id), reverse=True)
+    removed = older[max(0, keep - 1):]
+    for build in removed:
+        _delete_keys(store, builds[build], transfers, f"remove the old build {base}{build}")
+    return removed
+
+
+# ---------------------------------------------------------------------------------- the source side
+
+
+def iter_project_tasks(source: LabelStudioSource, project_id: int, options: DocumentOptions | None = None, *,
+                       project: Project | None = None,
+                       on_bad: Callable[[BadTask], None] | None = None) -> Iterator[dict]:
+    """The project's labeled task documents as dicts, in id order, read batch by batch.
+
+    Each is exactly the document syncd stores for the task. A task that cannot be built
+    (``BadTask``) is left out with a warning (and passed to ``on_bad``)."""
+    options = options or DocumentOptions()
+    if project is None:
+        project = source.projects().get(project_id)
+    users = source.users()
+    for rows in source.iter_labeled([project_id]):
+        try:
+            doc = build_document(rows, project, users, options)
+        except BadTask as exc:
+            log.warning("bundles of project %d: %s; left out of the bundles", project_id, exc)
+            if on_bad is not None:
+                on_bad(exc)
+            continue
+        yield json.loads(doc.body)
+
+
+def publish_project(source: LabelStudioSource, store: Store, project: Project, config: BundleConfig,
+                    options: DocumentOptions | None = None, **kwargs: Any) -> list[PublishedBundle]:
+    """``build_and_publish`` of one project, its tasks streamed from ``source``."""
+    return build_and_publish(store, project, lambda: iter_project_tasks(source, project.id, options, project=project),
+                             config, **kwargs)
+
+
+def publish_changed(source: LabelStudioSource, store: Store, config: BundleConfig, options: DocumentOptions,
+                    changed: Iterable[int], only: Iterable[int] = (), **kwargs: Any) -> list[PublishedBundle]:
+    """Rebuild the bundles of projects whose tasks changed, and of projects that have none yet
+    (``only``: restrict to these project ids). Returns every format's result."""
+    changed = set(changed)
+    wanted = set(only)
+    results: list[PublishedBundle] = []
+    for project in source.projects().values():
+        if wanted and project.id not in wanted:
+            continue
+        if project.id in changed:
+            results += publish_project(source, store, project, config, options, **kwargs)
+        else:
+            missing = missing_bundles(store, project, config)
+            if missing:
+                results += publish_project(source, store, project, config, options, formats=missing, **kwargs)
+    return results
+
+
+def missing_bundles(store: Store, project: Project, config: BundleConfig) -> list[str]:
+    """The configured formats that apply to the project but have no ``latest.json`` yet."""
+    try:
+        label_config = parse_label_config(project.label_config or "")
+    except LabelConfigError:
+        return list(config.formats)
+    missing = []
+    for fmt in config.formats:
+        if converters.get(fmt).applies_to(label_config) is None:
+            if store.head(f"{bundle_prefix(config, project, fmt)}/{MANIFEST_NAME}") is None:
+                missing.append(fmt)
+    return missing
+
+
+# ---------------------------------------------------------------------------------- the daemon's debounce
+
+
+class BundleScheduler:
+    """Which projects' bundles to rebuild now.
+
+    A project is due ``debounce`` seconds after its last change, or ``max_delay`` (default
+    5 x debounce) after its first change not yet handed out, whichever comes first. ``due()``
+    hands a project out once; mark it changed again if its build failed. Times are any
+    monotonic clock (``time.monotonic()``). Thread-safe.
+    """
+
+    def __init__(self, debounce: float = 30.0, max_delay: float | None = None):
+        self.debounce = debounce
+        self.max_delay = MAX_DELAY_FACTOR * debounce if max_delay is None else max_delay
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def mark_changed(self, project_ids: Iterable[int | None], now: float) -> None:
+        with self._lock:
+            for project_id in project_ids:
+                if project_id is None:
+                    continue
+                self._first.setdefault(project_id, now)
+                self._last[project_id] = now
+
+    def _when(self, project_id: int) -> float:
+        return min(self._last[project_id] + self.debounce, self._first[project_id] + self.max_delay)
+
+    def due(self, now: float) -> list[int]:
+        """The projects due at ``now`` (sorted); they are no longer pending."""
+        with self._lock:
+            ready = sorted(p for p in self._first if self._when(p) <= now)
+            for project_id in ready:
+                del self._first[project_id], self._last[project_id]
+            return ready
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until the next project is due (0 if one is due now), None if none is pending."""
+        with self._lock:
+            if not self._first:
+                return None
+            return max(0.0, min(self._when(p) for p in self._first) - now)
+
+    @property
+    def pending(self) -> set[int]:
+        with self._lock:
+            return set(self._first)

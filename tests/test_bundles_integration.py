@@ -1,0 +1,64 @@
+"""Bundles published by ``syncd resync`` and ``syncd run``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tests.conftest import run_syncd
+from tests.daemon_helpers import RunningSyncd, add_annotation, wait_for
+
+
+def latest(out, project_id: int, fmt: str) -> dict | None:
+    path = out / "exports" / str(project_id) / fmt / "latest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_resync_publishes_bundles_once_and_again_after_a_change(ls_db, tmp_path, fixtures_dir):
+    out = tmp_path / "out"
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"db": f"sqlite:///{ls_db}", "target": str(out),
+                                  "state": str(tmp_path / "s.sqlite3"), "bundles": ["YOLO", "CONLL2003"]}))
+    first = run_syncd("resync", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    yolo = latest(out, 2, "YOLO")
+    assert yolo is not None and yolo["task_count"] == 7
+    build = out / "exports" / "2" / "YOLO" / yolo["build_id"]
+    expected = {p.name: p.read_text() for p in (fixtures_dir / "exports" / "image-bbox" / "YOLO" / "labels").iterdir()
+                if p.read_text()}  # Label Studio's export also has empty files for unlabeled tasks
+    assert {p.name: p.read_text() for p in (build / "labels").iterdir()} == expected
+    assert latest(out, 6, "CONLL2003") is not None
+    assert latest(out, 2, "CONLL2003") is None  # does not apply to a bounding-box project
+    assert "bundles:" in first.stdout
+
+    second = run_syncd("resync", "--config", str(config))
+    assert "bundles:" not in second.stdout  # nothing changed, nothing missing
+    assert latest(out, 2, "YOLO")["build_id"] == yolo["build_id"]
+
+    conn = sqlite3.connect(ls_db)
+    add_annotation(conn, 11, [])
+    conn.close()
+    third = run_syncd("resync", "--config", str(config))
+    assert third.returncode == 0, third.stderr
+    assert latest(out, 2, "YOLO")["build_id"] != yolo["build_id"]
+    assert latest(out, 2, "YOLO")["task_count"] == 8
+    assert latest(out, 6, "CONLL2003")["build_id"] is not None
+
+
+def test_daemon_rebuilds_bundles_after_the_debounce(ls_db, tmp_path):
+    out = tmp_path / "out"
+    daemon = RunningSyncd(tmp_path, f"sqlite:///{ls_db}", str(out),
+                          {"bundles": {"formats": ["JSON"], "debounce": 0.5, "keep": 1}})
+    try:
+        daemon.wait_ready()
+        first = wait_for(lambda: latest(out, 2, "JSON"), 15, "the first JSON bundle")
+        conn = sqlite3.connect(ls_db)
+        add_annotation(conn, 11, [])
+        conn.close()
+        second = wait_for(lambda: (latest(out, 2, "JSON") or {}).get("build_id") != first["build_id"]
+                          and latest(out, 2, "JSON"), 15, "a new JSON bundle")
+        assert second["task_count"] == first["task_count"] + 1
+        builds = [p.name for p in (out / "exports" / "2" / "JSON").iterdir() if p.is_dir() and any(p.iterdir())]
+        assert builds == [second["build_id"]]  # keep: 1
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
