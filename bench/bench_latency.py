@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,13 +79,17 @@ def measure(db_source: Path, changes: int, spacing: float, workdir: Path) -> dic
         conn = sqlite3.connect(db)
         rows = conn.execute("SELECT id, task_id FROM task_completion WHERE was_cancelled = 0").fetchall()
         rng = random.Random(7)
+        # Label Studio stamps updated_at with its clock, so each change is the newest row; the
+        # generated database's timestamps may lie ahead of ours, so count on from its newest.
+        newest = conn.execute("SELECT MAX(updated_at) FROM task").fetchone()[0]
+        base = datetime.fromisoformat(newest) + timedelta(seconds=1)
         latencies = []
         for i in range(changes):
             annotation_id, task_id = rng.choice(rows)
             marker = f"bench-{os.getpid()}-{i}"
             result = json.dumps([{"id": marker, "type": "textarea", "from_name": "x", "to_name": "y",
                                   "value": {"text": [marker]}}])
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + f".{i:06d}"
+            stamp = (base + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f")
             with conn:
                 conn.execute("UPDATE task_completion SET result = ?, updated_at = ? WHERE id = ?",
                              (result, stamp, annotation_id))

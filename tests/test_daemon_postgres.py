@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.conftest import run_syncd, skip_or_fail
 from tests.daemon_helpers import RunningSyncd, read_json, wait_for
 
 ARRIVES = 15
@@ -71,3 +71,32 @@ def test_postgres_changes_and_a_server_restart(pg_label_studio, tmp_path):
         assert "retrying with backoff" in daemon.logs() and "recovered" in daemon.logs()
     finally:
         assert daemon.stop() == 0, daemon.logs()
+
+
+def test_notify_triggers_wake_the_daemon_and_can_be_removed(pg_label_studio, tmp_path):
+    import psycopg
+
+    installed = run_syncd("install-triggers", "--db", pg_label_studio)
+    assert installed.returncode == 0, installed.stderr
+    out = tmp_path / "out"
+    # Polling every 60 s: only a notification can bring the change in time.
+    daemon = RunningSyncd(tmp_path, pg_label_studio, str(out), {"poll_interval": 60, "reconcile_interval": 600})
+    try:
+        daemon.wait_ready()
+        assert "LISTEN/NOTIFY" in daemon.logs()
+        pg_add_annotation(pg_label_studio, 14)
+        wait_for(lambda: (out / "14.json").exists(), ARRIVES, "14.json, woken by NOTIFY")
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
+    removed = run_syncd("remove-triggers", "--db", pg_label_studio)
+    assert removed.returncode == 0, removed.stderr
+    with psycopg.connect(pg_label_studio) as conn:
+        count = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'syncd_notify_%'").fetchone()[0]
+        functions = conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'syncd_notify_change'").fetchone()[0]
+    assert count == 0 and functions == 0
+
+
+def test_triggers_need_postgres(ls_db):
+    result = run_syncd("install-triggers", "--db", f"sqlite:///{ls_db}")
+    assert result.returncode == 2
+    assert "PostgreSQL only" in result.stderr and "Traceback" not in result.stderr
