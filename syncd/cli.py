@@ -18,9 +18,10 @@ from syncd.bundles import publish_changed
 from syncd.checkpoint import Checkpoint, default_state_path
 from syncd.daemon import Daemon
 from syncd.database import connect, default_db_url, mask_url
+from syncd.dir_source import DirectorySource, is_dir_url, settled_scan
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
-from syncd.resync import FatalStoreError, ResyncOptions, Summary, resync
+from syncd.resync import FatalStoreError, ResyncOptions, Summary, Syncer, resync
 from syncd.source import LabelStudioSource
 from syncd.stores import open_store, scheme_of
 
@@ -141,6 +142,8 @@ def _resync(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     logs.setup(cfg.log_format, args.verbose)
     store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
+    if is_dir_url(cfg.db):
+        return _resync_directory(args, cfg, store)
     db = connect(cfg.db)
     state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
     scratch = None
@@ -179,6 +182,36 @@ def _resync(args: argparse.Namespace) -> int:
         print(f"bundles: {count['published']} published, {count['skipped']} skipped, {count['failed']} failed")
         if count["failed"]:
             summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)")
+    if args.metrics_file:
+        write_resync_metrics(args.metrics_file, summary)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _resync_directory(args: argparse.Namespace, cfg: config_mod.Config, store) -> int:
+    """``resync`` from a directory of Label Studio task files (``db: dir:///path``)."""
+    try:
+        scan = settled_scan(DirectorySource.from_url(cfg.db))
+        state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+        checkpoint = Checkpoint(state_path, store.url)
+        syncer = Syncer(None, store, checkpoint, resync_options(cfg, dry_run=args.dry_run))
+        try:
+            if not args.dry_run:
+                store.check_writable()
+            summary = syncer.sync_documents(scan.documents, scan.fingerprints, None,
+                                            complete=scan.unresolved == 0)
+        finally:
+            syncer.close()
+            checkpoint.close()
+    finally:
+        store.close()
+    for error in scan.errors:
+        summary.fail(error)
+    if args.dry_run:
+        for action in summary.plan:
+            print(action.describe())
+    for note in summary.notes:
+        log.warning("%s", note)
+    print(f"syncd resync{' (dry run)' if args.dry_run else ''}: {summary.line(args.dry_run)}")
     if args.metrics_file:
         write_resync_metrics(args.metrics_file, summary)
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -224,6 +257,24 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_source(cfg: config_mod.Config) -> tuple[bool, str]:
+    if is_dir_url(cfg.db):
+        scan = settled_scan(DirectorySource.from_url(cfg.db))
+        problems = f", {len(scan.errors)} unreadable files" if scan.errors else ""
+        return not scan.errors, f"directory {cfg.db}: {len(scan.documents)} labeled tasks{problems}"
+    db = connect(cfg.db)
+    try:
+        source = LabelStudioSource(db)
+        projects = source.projects()
+        labeled = source.count_labeled(cfg.projects)
+    finally:
+        db.close()
+    missing = [p for p in cfg.projects if p not in projects]
+    if missing:
+        return False, f"database {db.url}: no project {', '.join(map(str, missing))}"
+    return True, f"database {db.url}: Label Studio, {len(projects)} projects, {labeled} labeled tasks"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     results: list[tuple[bool, str]] = []
     try:
@@ -233,19 +284,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     results.append((True, f"config: {cfg.source_file or 'command line'} is valid"))
     try:
-        db = connect(cfg.db)
-        try:
-            source = LabelStudioSource(db)
-            projects = source.projects()
-            labeled = source.count_labeled(cfg.projects)
-            missing = [p for p in cfg.projects if p not in projects]
-        finally:
-            db.close()
-        if missing:
-            results.append((False, f"database {db.url}: no project {', '.join(map(str, missing))}"))
-        else:
-            results.append((True, f"database {db.url}: Label Studio, {len(projects)} projects, "
-                                  f"{labeled} labeled tasks"))
+        results.append(_check_source(cfg))
     except SyncdError as exc:
         results.append((False, f"database: {exc}"))
     store = None

@@ -21,6 +21,7 @@ from syncd.bundles import BundleScheduler, publish_changed
 from syncd.checkpoint import Checkpoint, default_state_path
 from syncd.config import Config
 from syncd.database import connect, default_db_url, driver_errors, sqlite_path
+from syncd.dir_source import DirectorySource, is_dir_url
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
 from syncd.ops import Health, Metrics, Notifier, serve
@@ -139,6 +140,9 @@ class Daemon:
     def _session(self) -> None:
         cfg = self.cfg
         store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
+        if is_dir_url(cfg.db):
+            self._dir_session(store)
+            return
         db = checkpoint = syncer = listener = None
         try:
             db = connect(cfg.db)
@@ -168,6 +172,67 @@ class Daemon:
                 db.close()
             store.close()
 
+    def _dir_session(self, store) -> None:
+        """A session on the ``dir://`` source: rescan on file events and polls (unchanged files
+        cost one stat each), sync what changed, and fully reconcile every ``reconcile_interval``."""
+        cfg = self.cfg
+        checkpoint = syncer = None
+        try:
+            source = DirectorySource.from_url(cfg.db)
+            state = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+            checkpoint = Checkpoint(state, store.url)
+            syncer = Syncer(None, store, checkpoint, self.options_from(cfg), stop=self.stop)
+            self.waker.close()
+            self.waker.watch_directory(source.root)
+            store.check_writable()
+            self.behind_since = self.behind_since or time.time()
+            scan = source.scan()
+            self._account(syncer.sync_documents(scan.documents, scan.fingerprints, None, scan.unresolved == 0))
+            self._became_ready()
+            last_reconcile = time.monotonic()
+            reported: set[str] = set(scan.errors)
+            while not self.stop.is_set():
+                if self.reload.is_set():
+                    raise Reload()
+                self.waker.wait(cfg.poll_interval)
+                self.notifier.beat()
+                if self.stop.is_set():
+                    return
+                scan = source.scan()
+                for error in set(scan.errors) - reported:
+                    log.error("%s", error)
+                reported = set(scan.errors)
+                full = time.monotonic() - last_reconcile >= cfg.reconcile_interval
+                if full or scan.changed:
+                    if self.behind_since is None:
+                        self.behind_since = time.time()
+                    self._account(syncer.sync_documents(scan.documents, scan.fingerprints,
+                                                        None if full else scan.changed, scan.unresolved == 0))
+                    if full:
+                        last_reconcile = time.monotonic()
+                    self.metrics.tasks.set(checkpoint.count())
+                self.health.set(True)
+        finally:
+            if syncer is not None:
+                try:
+                    syncer.close()
+                except SyncdError as exc:
+                    log.debug("while closing: %s", exc)
+            if checkpoint is not None:
+                checkpoint.close()
+            store.close()
+
+    def _became_ready(self) -> None:
+        self.health.set(True)
+        if self.failing_since is not None:
+            log.info("recovered after %.0fs", time.monotonic() - self.failing_since)
+            self.failing_since = None
+        self.backoff = 1.0
+        if not self._announced_ready:
+            self._announced_ready = True
+            self.notifier.ready()
+        log.info("in step; watching for changes")
+
     def _notified(self, task_id: int) -> None:
         with self._notified_lock:
             self._notified_ids.add(task_id)
@@ -189,15 +254,7 @@ class Daemon:
         identity = _file_identity(db_file)
         version = source.data_version()
         last_reconcile = time.monotonic()
-        self.health.set(True)
-        if self.failing_since is not None:
-            log.info("recovered after %.0fs", time.monotonic() - self.failing_since)
-            self.failing_since = None
-        self.backoff = 1.0
-        if not self._announced_ready:
-            self._announced_ready = True
-            self.notifier.ready()
-        log.info("in step; watching for changes")
+        self._became_ready()
         while not self.stop.is_set():
             if self.reload.is_set():
                 raise Reload()

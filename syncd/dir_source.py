@@ -479,3 +479,19 @@ def _summary(problems: list[str]) -> str:
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def is_dir_url(url: str | None) -> bool:
+    return bool(url) and url.lower().startswith("dir://")
+
+
+def settled_scan(source: DirectorySource, attempts: int = 10) -> DirScan:
+    """A scan for a one-shot run: while files are still being written, wait for them to settle
+    (a few times at most) so the run sees a quiet directory."""
+    scan = source.scan()
+    for _ in range(attempts):
+        if not scan.pending:
+            break
+        time.sleep(max(source.settle_seconds, 0.05))
+        scan = source.scan()
+    return scan

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from syncd.checkpoint import Checkpoint, Entry
-from syncd.document import DocumentOptions, build_document
+from syncd.document import DocumentOptions, TaskDocument, build_document
 from syncd.errors import BadTask, StoreError, SyncdError
 from syncd.keys import UnsafeKey, render_key, template_pattern, template_prefix
 from syncd.plan import Action, plan_document, plan_removals
@@ -85,7 +85,7 @@ class FatalStoreError(SyncdError):
 
 
 class Syncer:
-    def __init__(self, source: LabelStudioSource, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
+    def __init__(self, source: LabelStudioSource | None, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
                  stop: threading.Event | None = None):
         self.source = source
         self.store = store
@@ -146,6 +146,52 @@ class Syncer:
         self._remove([e for e in self.checkpoint.for_tasks(ids) if e.key not in seen])
         return self._end()
 
+    def sync_documents(self, documents: dict[int, TaskDocument], fingerprints: dict[int, str],
+                       changed: set[int] | None = None, complete: bool = True) -> Summary:
+        """Bring the target in step with ready-made documents (the ``dir://`` source).
+
+        ``changed``: only these tasks moved (None: all of them, a full reconcile). Tasks missing
+        from ``documents`` are removed only when the caller's view is ``complete``: a
+        directory with files still being written or unreadable may merely hide them."""
+        self._begin()
+        summary = self._summary
+        wanted = set(self.options.projects)
+        ids = set(documents) if changed is None else changed & set(documents)
+        seen: set[str] = set()
+        planned = []
+        for task_id in sorted(ids):
+            doc = documents[task_id]
+            if wanted and doc.project_id not in wanted:
+                continue
+            summary.scanned += 1
+            try:
+                key = render_key(self.options.key_template, task_id, doc.project_id, f"project-{doc.project_id}")
+            except UnsafeKey as exc:
+                summary.fail(f"task {task_id}: unsafe key ({exc}); change key_template", task_id)
+                continue
+            seen.add(key)
+            planned.append((doc, key, fingerprints.get(task_id, "")))
+        previous = self.checkpoint.get_many(key for _, key, _ in planned)
+        for doc, key, fingerprint in planned:
+            action = plan_document(doc, key, previous.get(key))
+            if action.kind == "skip":
+                summary.unchanged += 1
+            else:
+                self._apply(action, fingerprint)
+        self._drain()
+        if changed is None:
+            candidates = [e for e in self.checkpoint.entries(self.options.projects) if e.key not in seen]
+        else:
+            candidates = [e for e in self.checkpoint.for_tasks(changed) if e.key not in seen
+                          and (not wanted or e.project_id in wanted)]
+        if candidates and not complete:
+            summary.orphaned += len(candidates)
+            summary.notes.append(f"{len(candidates)} deletion(s) held back: some files are still being "
+                                 "written or cannot be read")
+        else:
+            self._remove(candidates)
+        return self._end()
+
     def _stale(self, listing: list[tuple[int, int | None, str]], seen: set[str]) -> list[int]:
         """Tasks whose rows changed since their document was written (by fingerprint); the
         others count as unchanged without being read or encoded. With ``checksum``, all."""
@@ -192,8 +238,9 @@ class Syncer:
         self._summary = Summary()
         self._started = time.monotonic()
         self._fatal.clear()
-        self.projects = self.source.projects()
-        self.users = self.source.users()
+        if self.source is not None:  # the dir:// source brings ready-made documents
+            self.projects = self.source.projects()
+            self.users = self.source.users()
         return self._summary
 
     def _end(self) -> Summary:

@@ -186,3 +186,43 @@ def test_sighup_reloads_the_config(ls_db, tmp_path):
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0, daemon.logs()
+
+
+def test_directory_source_follows_label_studio_local_storage(fixtures_dir, tmp_path):
+    source = tmp_path / "storage"
+    shutil.copytree(fixtures_dir / "storage-export" / "image-bbox" / "after-sync", source)
+    out = tmp_path / "out"
+    daemon = RunningSyncd(tmp_path, f"dir://{source}", str(out), {"delete": True, "reconcile_interval": 60})
+    try:
+        daemon.wait_ready()
+        assert sorted(p.name for p in out.glob("*.json")) == sorted(p.name for p in source.glob("*.json"))
+        # A file being written is not uploaded half-way: a truncated copy of task 7 as task 1007 ...
+        task = json.loads((source / "7.json").read_text())
+        task["id"] = 1007
+        body = json.dumps(task)
+        with open(source / "1007.json", "w") as partial:
+            partial.write(body[: len(body) // 2])
+            partial.flush()
+            time.sleep(2.5)  # several polls see the half file
+            assert not (out / "1007.json").exists()
+            partial.write(body[len(body) // 2:])
+        doc = wait_for(lambda: read_json(out / "1007.json"), ARRIVES, "1007.json once complete")
+        assert doc["id"] == 1007 and doc["annotations"][0]["completed_by"] == 1
+        (source / "8.json").unlink()
+        wait_for(lambda: not (out / "8.json").exists(), ARRIVES, "8.json to be deleted")
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
+
+
+def test_resync_from_a_directory(fixtures_dir, tmp_path):
+    out = tmp_path / "out"
+    source = fixtures_dir / "storage-export" / "text-ner" / "after-sync"
+    result = run_syncd("resync", "--db", f"dir://{source}", "--target", str(out), "--state", str(tmp_path / "s"))
+    assert result.returncode == 0, result.stderr
+    exported = {t["id"]: t for t in json.loads((fixtures_dir / "exports" / "text-ner" / "JSON.json").read_text())}
+    for path in out.glob("*.json"):
+        doc = json.loads(path.read_bytes())
+        expected = exported[doc["id"]]
+        # Label Studio's storage files hold draft ids where its export has the drafts
+        assert {k: v for k, v in doc.items() if k != "drafts"} == {k: v for k, v in expected.items() if k != "drafts"}
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(p.name for p in source.glob("*.json"))

@@ -125,6 +125,9 @@ class AzureStore:
                        **common)
         if "account_key" in opts:
             return cls(url, container, prefix, account_url=account_url, credential=opts["account_key"], **common)
+        if parts.scheme != "https":
+            raise ConfigError(f"target {url!r}: signing in to Azure with 'account_url' alone "
+                              "(DefaultAzureCredential) needs an https:// account_url")
         return cls(url, container, prefix, account_url=account_url, use_default_credential=True, **common)
 
     def __repr__(self) -> str:

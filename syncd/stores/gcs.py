@@ -266,8 +266,9 @@ class _Attempts:
 
 
 def _is_missing_bucket(exc: Exception) -> bool:
-    # GCS answers 404 both for a missing object and a missing bucket; only the message tells.
-    return "bucket" in str(getattr(exc, "message", "") or "").lower()
+    # GCS answers 404 both for a missing object ("No such object: BUCKET/NAME") and a missing
+    # bucket; only the message tells them apart.
+    return "specified bucket does not exist" in str(getattr(exc, "message", "") or "").lower()
 
 
 def _split_url(url: str, scheme: str) -> tuple[str, str]:
