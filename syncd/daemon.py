@@ -34,6 +34,9 @@ log = logging.getLogger("syncd")
 
 SHUTDOWN_GRACE = 9.0  # seconds to drain in-flight writes after SIGTERM (systemd waits 10 s+)
 MAX_BACKOFF = 60.0
+# After a file event, wait until the database has been quiet this long (Label Studio saves the
+# task row ~50 ms after the annotation row), so one change costs one write, not two.
+COMMIT_SETTLE = 0.06
 
 
 class Reload(Exception):
@@ -210,7 +213,7 @@ class Daemon:
                                                         None if full else scan.changed, scan.unresolved == 0))
                     if full:
                         last_reconcile = time.monotonic()
-                    self.metrics.tasks.set(checkpoint.count())
+                        self.metrics.tasks.set(checkpoint.count())
                 self.health.set(True)
         finally:
             if syncer is not None:
@@ -259,7 +262,8 @@ class Daemon:
             if self.reload.is_set():
                 raise Reload()
             next_bundle = self.bundles.next_due(time.monotonic()) if cfg.bundles else None
-            self.waker.wait(cfg.poll_interval if next_bundle is None else min(cfg.poll_interval, next_bundle))
+            self.waker.wait(cfg.poll_interval if next_bundle is None else min(cfg.poll_interval, next_bundle),
+                            settle=COMMIT_SETTLE)
             self.notifier.beat()
             if self.stop.is_set():
                 return
@@ -289,7 +293,7 @@ class Daemon:
             if due_reconcile:
                 self._account(syncer.reconcile())
                 last_reconcile = time.monotonic()
-            if touched or due_retry or due_reconcile:
+            if due_reconcile:  # a count of the checkpoint costs a scan: not on every change
                 self.metrics.tasks.set(checkpoint.count())
             self.health.set(True)
 

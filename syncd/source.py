@@ -252,33 +252,42 @@ class LabelStudioSource:
                 if not cols:
                     continue
                 scan_updates = scan_updates and "updated_at" in cols
-                marks = "MAX(id), MAX(updated_at)" if scan_updates else "MAX(id), NULL"
-                max_id, max_updated = self.db.query(f"SELECT {marks} FROM {table}")[0]
-                new_cursor[table] = (max_id or 0, max_updated)
+                max_id = self.db.query(f"SELECT MAX(id) FROM {table}")[0][0] or 0  # primary key: cheap
                 if cursor is None or table not in cursor:
-                    if scan_updates and max_updated is not None:
+                    max_updated = None
+                    if scan_updates:
+                        max_updated = self.db.query(f"SELECT MAX(updated_at) FROM {table}")[0][0]
                         # Start the look-back memory now, so the first poll does not re-read
                         # every row of the last few seconds.
                         since = _minus_seconds(max_updated, lookback)
-                        for _task_id, row_id, updated in self.db.query(
-                                f"SELECT {task_col}, id, updated_at FROM {table} WHERE updated_at > ?", [since]):
-                            recent[(table, row_id)] = updated
+                        if since is not None:
+                            for _task_id, row_id, updated in self.db.query(
+                                    f"SELECT {task_col}, id, updated_at FROM {table} WHERE updated_at > ?", [since]):
+                                recent[(table, row_id)] = updated
+                    new_cursor[table] = (max_id, max_updated)
                     continue
                 last_id, last_updated = cursor[table]
                 since = _minus_seconds(last_updated, lookback) if scan_updates else None
                 if since is None:
-                    touched.update(r[0] for r in self.db.query(
-                        f"SELECT {task_col} FROM {table} WHERE id > ?", [last_id]) if r[0] is not None)
+                    if max_id > last_id:
+                        touched.update(r[0] for r in self.db.query(
+                            f"SELECT {task_col} FROM {table} WHERE id > ?", [last_id]) if r[0] is not None)
+                    new_cursor[table] = (max_id, last_updated)
                     continue
-                # Rows inside the look-back window were seen already unless their
-                # updated_at moved: remember them so a burst is not re-read on every poll.
+                # One pass finds new and updated rows and the new high-water mark. Rows inside the
+                # look-back window were seen already unless their updated_at moved: remember them
+                # so a burst is not re-read on every poll.
                 seen_before = cursor.get("recent", {})
+                newest = last_updated
                 for task_id, row_id, updated in self.db.query(
                         f"SELECT {task_col}, id, updated_at FROM {table} WHERE id > ? OR updated_at > ?",
                         [last_id, since]):
                     recent[(table, row_id)] = updated
+                    if updated is not None and (newest is None or updated > newest):
+                        newest = updated
                     if task_id is not None and (row_id > last_id or seen_before.get((table, row_id)) != updated):
                         touched.add(task_id)
+                new_cursor[table] = (max_id, newest)
         new_cursor["recent"] = recent
         return touched, new_cursor
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("syncd")
@@ -25,10 +26,20 @@ class Waker:
     def wake(self) -> None:
         self._event.set()
 
-    def wait(self, timeout: float) -> bool:
-        """Block until woken or ``timeout`` passes; True if woken."""
+    def wait(self, timeout: float, settle: float = 0.0, max_settle: float = 0.25) -> bool:
+        """Block until woken or ``timeout`` passes; True if woken.
+
+        With ``settle``, once woken keep waiting until no new wake-up came for ``settle``
+        seconds (at most ``max_settle``): Label Studio commits an annotation and, some 50 ms
+        later, its task row; syncing once after both saves a second write of the same object."""
         woken = self._event.wait(timeout)
         self._event.clear()
+        if woken and settle > 0:
+            deadline = time.monotonic() + max_settle
+            while self._event.wait(min(settle, max(0.0, deadline - time.monotonic()))):
+                self._event.clear()
+                if time.monotonic() >= deadline:
+                    break
         return woken
 
     def watch_files(self, paths: list[Path]) -> None:

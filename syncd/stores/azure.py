@@ -121,10 +121,11 @@ class AzureStore:
         if "sas_token" in opts and "account_key" in opts:
             raise ConfigError(f"target {url!r}: give the azure option 'sas_token' or 'account_key', not both")
         if "sas_token" in opts:
-            return cls(url, container, prefix, account_url=account_url, credential=opts["sas_token"].lstrip("?"),
-                       **common)
+            return cls(url, container, prefix, account_url=account_url,
+                       credential=opts["sas_token"].lstrip("?"), **common)
         if "account_key" in opts:
-            return cls(url, container, prefix, account_url=account_url, credential=opts["account_key"], **common)
+            return cls(url, container, prefix, account_url=account_url, credential=opts["account_key"],
+                       **common)
         if parts.scheme != "https":
             raise ConfigError(f"target {url!r}: signing in to Azure with 'account_url' alone "
                               "(DefaultAzureCredential) needs an https:// account_url")
@@ -170,14 +171,16 @@ class AzureStore:
                     try:
                         from azure.identity import DefaultAzureCredential
                     except ImportError:
-                        raise ConfigError(f"target {self.url!r}: signing in with 'account_url' alone needs "
-                                          "azure-identity; run: pip install 'labelstudio-syncd[azure]'") from None
+                        raise ConfigError(f"target {self.url!r}: signing in with 'account_url' alone "
+                                          "needs azure-identity; run: pip install 'labelstudio-syncd[azure]'"
+                                          ) from None
                     credential = DefaultAzureCredential()
                 service = BlobServiceClient(self._account_url or "", credential=credential, **kwargs)
         except ConfigError:
             raise
         except (ValueError, TypeError, AzureError) as exc:
-            source = "connection string" if self._connection_string is not None else "'account_url' or its key"
+            source = ("connection string" if self._connection_string is not None
+                      else "'account_url' or its key")
             # The SDK's own message may quote the connection string or key: name the problem only.
             raise ConfigError(f"target {self.url!r}: the Azure {source} is malformed "
                               f"({type(exc).__name__}); check it") from None
@@ -216,8 +219,8 @@ class AzureStore:
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         try:
             # ItemPaged: one request per page of blobs, made as the caller reaches it.
-            for props in self._client().list_blobs(name_starts_with=self.prefix + prefix, include=["metadata"],
-                                                   results_per_page=PAGE_SIZE):
+            for props in self._client().list_blobs(name_starts_with=self.prefix + prefix,
+                                                   include=["metadata"], results_per_page=PAGE_SIZE):
                 key = props.name[len(self.prefix):]
                 metadata = props.metadata or {}
                 if _is_object_key(key) and metadata.get("hdi_isfolder") != "true":  # ADLS Gen2 folders
@@ -234,7 +237,8 @@ class AzureStore:
             info = self.head(probe)
             if info is None or info.size != len(PROBE_DATA):
                 raise StoreError(f"Azure container {self.container!r} accepted a test blob at "
-                                 f"{self._where(probe)} but does not return it; check the account", fatal=True)
+                                 f"{self._where(probe)} but does not return it; check the account",
+                                 fatal=True)
             next(iter(self.list(probe)), None)
         finally:
             self.delete(probe)
@@ -266,13 +270,14 @@ class AzureStore:
             reason = f"{code or exc.reason or 'error'} (HTTP {status})"
             headers = getattr(exc.response, "headers", None) or {}
             retry_after = _retry_after(headers.get("Retry-After"))
-            if code in _NO_CONTAINER or (status == 404 and action in ("write", "list") and code != "BlobNotFound"):
-                return StoreError(f"Azure container {self.container!r} does not exist{self._account()}; create "
-                                  f"it or fix the target URL {self.url}", fatal=True)
+            missing = status == 404 and action in ("write", "list") and code != "BlobNotFound"
+            if code in _NO_CONTAINER or missing:
+                return StoreError(f"Azure container {self.container!r} does not exist{self._account()}; "
+                                  f"create it or fix the target URL {self.url}", fatal=True)
             if code in _BAD_CREDENTIALS or status == 401:
-                return StoreError(f"{what}: Azure rejected the credentials ({reason}){self._account()}; check "
-                                  f"the account key, SAS token or {CONNECTION_STRING_ENV}, and that the "
-                                  "SAS token has not expired", fatal=True)
+                return StoreError(f"{what}: Azure rejected the credentials ({reason}){self._account()}; "
+                                  f"check the account key, SAS token or {CONNECTION_STRING_ENV}, and that "
+                                  "the SAS token has not expired", fatal=True)
             if code in _DENIED or status == 403:
                 return StoreError(f"{what}: access denied ({reason}){self._account()}; give the identity "
                                   "'Storage Blob Data Contributor' on the container, or a SAS token with "
@@ -286,13 +291,14 @@ class AzureStore:
             return StoreError(f"{what}: {reason}")
         if isinstance(exc, ClientAuthenticationError):
             # No HTTP answer: signing in failed before a request was sent (DefaultAzureCredential).
-            return StoreError(f"{what}: could not sign in to Azure ({type(exc).__name__}); sign in (az login, "
-                              "a managed or workload identity, AZURE_CLIENT_ID/AZURE_TENANT_ID/"
-                              f"AZURE_CLIENT_SECRET), or set {CONNECTION_STRING_ENV} or a 'sas_token'", fatal=True)
+            return StoreError(f"{what}: could not sign in to Azure ({type(exc).__name__}); sign in "
+                              "(az login, a managed or workload identity, AZURE_CLIENT_ID/AZURE_TENANT_ID/"
+                              f"AZURE_CLIENT_SECRET), or set {CONNECTION_STRING_ENV} or a 'sas_token'",
+                              fatal=True)
         if isinstance(exc, (ServiceRequestError, ServiceResponseError, requests.exceptions.RequestException,
                             ConnectionError, TimeoutError)):
-            return StoreError(f"{what}: network error{self._account()}: {type(exc).__name__}; will be retried, "
-                              "check the network and 'account_url' if it persists", retryable=True)
+            return StoreError(f"{what}: network error{self._account()}: {type(exc).__name__}; will be "
+                              "retried, check the network and 'account_url' if it persists", retryable=True)
         if isinstance(exc, ConfigError):
             return StoreError(str(exc), fatal=True)
         return StoreError(f"{what}: {type(exc).__name__}")
@@ -304,7 +310,8 @@ def _info(key: str, props: Any) -> ObjectInfo:
 
 
 def _split_url(url: str, scheme: str) -> tuple[str, str]:
-    """``scheme://container/some/prefix`` -> (container, 'some/prefix/'); the prefix is '' or ends with '/'."""
+    """``scheme://container/some/prefix`` -> (container, 'some/prefix/'); the prefix is '' or ends
+    with '/'."""
     rest = url.split("://", 1)[1] if "://" in url else ""
     container, _, prefix = rest.partition("/")
     if not container or any(c in container for c in "?#@ "):

@@ -172,9 +172,9 @@ class GCSStore:
         try:
             info = self.head(probe)
             if info is None or info.size != len(PROBE_DATA):
-                raise StoreError(f"GCS bucket {self.bucket!r} accepted a test object at {self._where(probe)} "
-                                 "but does not return it; check STORAGE_EMULATOR_HOST and the bucket's settings",
-                                 fatal=True)
+                raise StoreError(f"GCS bucket {self.bucket!r} accepted a test object at "
+                                 f"{self._where(probe)} but does not return it; check STORAGE_EMULATOR_HOST "
+                                 "and the bucket's settings", fatal=True)
             next(iter(self.list(probe)), None)
         finally:
             self.delete(probe)

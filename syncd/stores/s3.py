@@ -45,12 +45,15 @@ _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests
 _TRANSIENT = {"RequestTimeout", "RequestTimeoutException", "InternalError", "ServiceUnavailable",
               "OperationAborted", "PriorRequestNotComplete"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
-                    "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
-                    "AuthFailure", "MissingSecurityHeader"}
+                    "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId",
+                    "UnrecognizedClientException", "AuthFailure", "MissingSecurityHeader"}
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState", "InvalidPayer",
            "NotSignedUp", "AccessDeniedException", "Forbidden"}
 _WRONG_REGION = {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
                  "InvalidRegion"}
+_NO_CREDENTIALS = (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+                   botocore.exceptions.CredentialRetrievalError, botocore.exceptions.NoAuthTokenError,
+                   botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -179,7 +182,8 @@ class S3Store:
                 return None
             raise
         sha = (resp.get("Metadata") or {}).get("sha256", "").lower()
-        return ObjectInfo(key=key, size=int(resp["ContentLength"]), sha256=sha if _SHA256.fullmatch(sha) else None)
+        return ObjectInfo(key=key, size=int(resp["ContentLength"]),
+                          sha256=sha if _SHA256.fullmatch(sha) else None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self._client().get_paginator("list_objects_v2")
@@ -206,8 +210,9 @@ class S3Store:
         try:
             info = self.head(probe)
             if info is None or info.size != len(PROBE_DATA):
-                raise StoreError(f"S3 bucket {self.bucket!r} accepted a test object at {self._where(probe)} but "
-                                 "does not return it; check the endpoint and the bucket's settings", fatal=True)
+                raise StoreError(f"S3 bucket {self.bucket!r} accepted a test object at {self._where(probe)} "
+                                 "but does not return it; check the endpoint and the bucket's settings",
+                                 fatal=True)
             next(iter(self.list(probe)), None)
         finally:
             self.delete(probe)
@@ -239,9 +244,10 @@ class S3Store:
                 return StoreError(f"S3 bucket {self.bucket!r} does not exist{endpoint}; create it or fix the "
                                   f"target URL {self.url}", fatal=True)
             if code in _BAD_CREDENTIALS or status == 401:
-                return StoreError(f"{what}: S3 rejected the credentials ({code or status}){endpoint}; check "
-                                  "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), AWS_PROFILE or "
-                                  "the 's3.profile' option, or the role syncd runs with", fatal=True)
+                return StoreError(f"{what}: S3 rejected the credentials ({code or status}){endpoint}; "
+                                  "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), "
+                                  "AWS_PROFILE or the 's3.profile' option, or the role syncd runs with",
+                                  fatal=True)
             if code in _DENIED or status == 403 or (code or "").startswith("KMS."):
                 return StoreError(f"{what}: access denied ({reason}); grant the credentials s3:PutObject, "
                                   f"s3:GetObject, s3:DeleteObject and s3:ListBucket on bucket {self.bucket!r}"
@@ -259,19 +265,17 @@ class S3Store:
                 return StoreError(f"{what}: server error, {reason}; will be retried", retryable=True,
                                   retry_after=retry_after)
             return StoreError(f"{what}: {reason}")
-        if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
-                            botocore.exceptions.CredentialRetrievalError, botocore.exceptions.NoAuthTokenError,
-                            botocore.exceptions.TokenRetrievalError, botocore.exceptions.SSOError)):
+        if isinstance(exc, _NO_CREDENTIALS):
             return StoreError(f"{what}: no usable AWS credentials ({type(exc).__name__}); set "
-                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the 's3.profile' option, or "
-                              "run with an instance/IRSA role", fatal=True)
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the 's3.profile' "
+                              "option, or run with an instance/IRSA role", fatal=True)
         if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
             return StoreError(f"{what}: the TLS certificate of the endpoint{endpoint} is not trusted; set "
                               "AWS_CA_BUNDLE to its CA bundle", fatal=True)
         if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
                             ConnectionError, TimeoutError)):
-            return StoreError(f"{what}: network error{endpoint}: {type(exc).__name__}; will be retried, check "
-                              "the network and 's3.endpoint_url' if it persists", retryable=True)
+            return StoreError(f"{what}: network error{endpoint}: {type(exc).__name__}; will be retried, "
+                              "check the network and 's3.endpoint_url' if it persists", retryable=True)
         if isinstance(exc, ConfigError):
             return StoreError(str(exc), fatal=True)
         return StoreError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
