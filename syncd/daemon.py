@@ -128,7 +128,7 @@ class Daemon:
                     elif now - last_logged >= 60:
                         last_logged = now
                         log.error("still failing after %.0fs: %s", now - self.failing_since, reason)
-                    self.waker.wait(self.backoff)
+                    self._sleep(self.backoff)
                     self.backoff = min(MAX_BACKOFF, self.backoff * 2)
         finally:
             self.notifier.stopping()
@@ -174,6 +174,13 @@ class Daemon:
             if db is not None:
                 db.close()
             store.close()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (interrupted by a signal), still pinging systemd's watchdog: an outage is not a hang."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.waker.wait(min(left, 1.0))
+            self.notifier.beat()
 
     def _dir_session(self, store) -> None:
         """A session on the ``dir://`` source: rescan on file events and polls (unchanged files

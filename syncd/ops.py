@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, write_to_textfile
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from syncd.errors import ConfigError
+
 log = logging.getLogger("syncd")
 
 
@@ -92,7 +94,11 @@ def serve(listen: str, health: Health, metrics: Metrics) -> ThreadingHTTPServer:
         def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line
             pass
 
-    server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
+    try:
+        server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
+    except OSError as exc:
+        raise ConfigError(f"listen: cannot serve on {listen} ({exc.strerror}); choose a free address "
+                          "or set listen: to empty to turn the endpoints off") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="syncd-http", daemon=True).start()
     return server

@@ -51,7 +51,12 @@ def ls_db(tmp_path: Path) -> Path:
 
 def run_syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real ``syncd`` command line in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
+    full_env = dict(os.environ)
+    for name, value in (env or {}).items():  # None unsets a variable
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
     return subprocess.run([sys.executable, "-m", "syncd", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=REPO)
 

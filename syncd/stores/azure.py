@@ -14,13 +14,10 @@ page of 1,000 blobs.
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import logging
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -42,13 +39,14 @@ from urllib3.util.retry import Retry as Urllib3Retry
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256
+from syncd.stores.cloud import is_object_key as _is_object_key
+from syncd.stores.cloud import max_attempts as _max_attempts
+from syncd.stores.cloud import retry_after as _retry_after
+from syncd.stores.cloud import split_url as _split_url
 
 OPTION_KEYS = ("connection_string", "account_url", "sas_token", "account_key", "max_attempts")
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-PROBE_MARKER = ".syncd-write-check-"
-PROBE_DATA = b"{}"
-PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
-DEFAULT_MAX_ATTEMPTS = 5
 PAGE_SIZE = 1000
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BAD_CREDENTIALS = {"AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation"}
@@ -68,7 +66,7 @@ class AzureStore:
     def __init__(self, url: str, container: str, prefix: str, *, connection_string: str | None = None,
                  account_url: str | None = None, credential: Any = None, use_default_credential: bool = False,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
-        self.url = url
+        self.url = f"azure://{container}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
         self.container = container
         self.prefix = prefix
         self.transfers = max(1, transfers)
@@ -84,7 +82,7 @@ class AzureStore:
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> AzureStore:
-        container, prefix = _split_url(url, url.split("://", 1)[0].lower() if "://" in url else "azure")
+        container, prefix = _split_url(url, url.split("://", 1)[0].lower() if "://" in url else "azure", "container")
         unknown = sorted(set(options) - set(OPTION_KEYS))
         if unknown:
             raise ConfigError(f"target {url!r}: unknown azure option {unknown[0]!r}; "
@@ -252,7 +250,7 @@ class AzureStore:
     # -- errors ----------------------------------------------------------------------------------
 
     def _where(self, key: str) -> str:
-        return f"{self.url.split('://', 1)[0]}://{self.container}/{self.prefix}{key}"
+        return f"azure://{self.container}/{self.prefix}{key}"
 
     def _account(self) -> str:
         client = self._client_obj
@@ -309,47 +307,9 @@ def _info(key: str, props: Any) -> ObjectInfo:
     return ObjectInfo(key=key, size=int(props.size or 0), sha256=sha if _SHA256.fullmatch(sha) else None)
 
 
-def _split_url(url: str, scheme: str) -> tuple[str, str]:
-    """``scheme://container/some/prefix`` -> (container, 'some/prefix/'); the prefix is '' or ends
-    with '/'."""
-    rest = url.split("://", 1)[1] if "://" in url else ""
-    container, _, prefix = rest.partition("/")
-    if not container or any(c in container for c in "?#@ "):
-        raise ConfigError(f"target {url!r}: name the container, as {scheme}://CONTAINER or "
-                          f"{scheme}://CONTAINER/PREFIX")
-    prefix = prefix.strip("/")
-    if "//" in prefix:
-        raise ConfigError(f"target {url!r}: the prefix has an empty path segment ('//')")
-    return container, prefix + "/" if prefix else ""
 
 
-def _max_attempts(url: str, backend: str, value: Any) -> int:
-    if value is None:
-        return DEFAULT_MAX_ATTEMPTS
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
-        raise ConfigError(f"target {url!r}: {backend} option 'max_attempts' must be a whole number "
-                          f"from 1 to 20 (got {value!r})")
-    return value
 
 
-def _is_object_key(key: str) -> bool:
-    # Folder placeholders ("dir/") made by tools, and leftovers of check_writable, are no objects.
-    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -81,7 +81,7 @@ class LocalStore:
         path = self._path(key)
         tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.tmp"
         try:
-            tmp.parent.mkdir(exist_ok=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:

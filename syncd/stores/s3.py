@@ -12,12 +12,9 @@ time, one page of keys after another.
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +26,15 @@ from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256
+from syncd.stores.cloud import is_object_key as _is_object_key
+from syncd.stores.cloud import max_attempts as _max_attempts
+from syncd.stores.cloud import one_line as _one_line
+from syncd.stores.cloud import retry_after as _retry_after
+from syncd.stores.cloud import split_url as _split_url
 
 OPTION_KEYS = ("endpoint_url", "region", "addressing_style", "profile", "sse", "kms_key_id",
                "storage_class", "max_attempts")
-PROBE_MARKER = ".syncd-write-check-"
-PROBE_DATA = b"{}"
-PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
-DEFAULT_MAX_ATTEMPTS = 5
 PAGE_SIZE = 1000
 HEAD_BATCH = 64  # heads in flight per step of a listing, so the first keys come back quickly
 
@@ -64,7 +63,7 @@ class S3Store:
                  region: str | None = None, addressing_style: str = "auto", profile: str | None = None,
                  sse: str | None = None, kms_key_id: str | None = None, storage_class: str | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
-        self.url = url
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
         self.bucket = bucket
         self.prefix = prefix
         self.transfers = max(1, transfers)
@@ -288,32 +287,10 @@ class S3Store:
         return f" at {endpoint.split('@')[-1]}"
 
 
-def _split_url(url: str, scheme: str) -> tuple[str, str]:
-    """``scheme://bucket/some/prefix`` -> (bucket, 'some/prefix/'); the prefix is '' or ends with '/'."""
-    rest = url.split("://", 1)[1] if "://" in url else ""
-    bucket, _, prefix = rest.partition("/")
-    if not bucket or any(c in bucket for c in "?#@ "):
-        raise ConfigError(f"target {url!r}: name the bucket, as {scheme}://BUCKET or {scheme}://BUCKET/PREFIX")
-    prefix = prefix.strip("/")
-    if "//" in prefix:
-        raise ConfigError(f"target {url!r}: the prefix has an empty path segment ('//')")
-    return bucket, prefix + "/" if prefix else ""
 
 
-def _max_attempts(url: str, backend: str, value: Any) -> int:
-    if value is None:
-        return DEFAULT_MAX_ATTEMPTS
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
-        raise ConfigError(f"target {url!r}: {backend} option 'max_attempts' must be a whole number "
-                          f"from 1 to 20 (got {value!r})")
-    return value
 
 
-def _is_object_key(key: str) -> bool:
-    # Folder placeholders ("dir/") made by consoles, and leftovers of check_writable, are no objects.
-    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
 
 
 def _code(exc: Exception) -> str | None:
@@ -328,21 +305,5 @@ def _status(exc: Exception) -> int | None:
     return None
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -1,0 +1,65 @@
+"""What the cloud adapters share: target URLs, option checks, error text, the write probe."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import time
+from typing import Any
+
+from syncd.errors import ConfigError
+
+# check_writable writes and removes an object with this name prefix; listings skip leftovers.
+PROBE_MARKER = ".syncd-write-check-"
+PROBE_DATA = b"{}"
+PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
+DEFAULT_MAX_ATTEMPTS = 5
+
+
+def split_url(url: str, scheme: str, noun: str = "bucket") -> tuple[str, str]:
+    """``scheme://bucket/some/prefix`` -> (bucket, 'some/prefix/'); the prefix is '' or ends with '/'."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or any(c in bucket for c in "?#@ "):
+        upper = noun.upper()
+        raise ConfigError(f"target {url!r}: name the {noun}, as {scheme}://{upper} or {scheme}://{upper}/PREFIX")
+    prefix = prefix.strip("/")
+    if "//" in prefix:
+        raise ConfigError(f"target {url!r}: the prefix has an empty path segment ('//')")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def max_attempts(url: str, backend: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_ATTEMPTS
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 20:
+        raise ConfigError(f"target {url!r}: {backend} option 'max_attempts' must be a whole number "
+                          f"from 1 to 20 (got {value!r})")
+    return value
+
+
+def is_object_key(key: str) -> bool:
+    # Folder placeholders ("dir/") made by consoles and tools, and leftovers of check_writable, are no objects.
+    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
