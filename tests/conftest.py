@@ -49,16 +49,21 @@ def ls_db(tmp_path: Path) -> Path:
     return path
 
 
-def run_syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real ``syncd`` command line in a subprocess."""
+def child_env(env: dict | None) -> dict[str, str]:
+    """This process's environment with ``env`` applied; a value of None unsets a variable."""
     full_env = dict(os.environ)
-    for name, value in (env or {}).items():  # None unsets a variable
+    for name, value in (env or {}).items():
         if value is None:
             full_env.pop(name, None)
         else:
             full_env[name] = value
+    return full_env
+
+
+def run_syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real ``syncd`` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "syncd", *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=REPO)
+                          env=child_env(env), timeout=timeout, cwd=REPO)
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -4,7 +4,6 @@ Label Studio does (in transactions, bumping the task row after the annotation ro
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -15,7 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, child_env
 
 
 def free_port() -> int:
@@ -48,7 +47,7 @@ class RunningSyncd:
         self.config.write_text(json.dumps(config))
         self.proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "--config", str(self.config)],
                                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
-                                     env={**os.environ, **(env or {})})
+                                     env=child_env(env))
 
     def get(self, path: str) -> tuple[int, str]:
         try:

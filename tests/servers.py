@@ -16,7 +16,7 @@ Every service makes targets the same way, for the conformance suite and for end-
 creates an empty bucket (container, directory) and returns the target URL, the backend options for
 ``syncd.stores.open_store`` (or the config's backend section), and the environment variables the
 SDK needs (a value of None means: unset it). Apply ``env`` with ``apply_env(monkeypatch, env)`` in
-a test, or ``subprocess_env(env)`` for a ``syncd`` subprocess.
+a test, or ``tests.conftest.child_env(env)`` for a ``syncd`` subprocess.
 
 Use the fixtures (named local_service, s3_service, gcs_service, azure_service, fault_proxy) by
 ``pytest_plugins = ["tests.servers"]`` in tests/conftest.py, or by importing their ``*_fixture``
@@ -88,17 +88,6 @@ def apply_env(monkeypatch: pytest.MonkeyPatch, env: Env) -> None:
             monkeypatch.delenv(name, raising=False)
         else:
             monkeypatch.setenv(name, value)
-
-
-def subprocess_env(env: Env, base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with ``env`` applied, for subprocess.run(env=...)."""
-    merged = dict(os.environ if base is None else base)
-    for name, value in env.items():
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return merged
 
 
 def unique_name(stem: str = "syncd-test") -> str:
