@@ -32,7 +32,7 @@ class Config:
     predictions: str = "full"
     delete: bool = False
     max_delete: int | None = None
-    transfers: int = 8
+    transfers: int = 16  # measured: bench/bench_s3.py --sweep (BENCHMARKS.md)
     batch_size: int = 500
     log_format: str = "text"
     listen: str | None = "127.0.0.1:9187"  # syncd run: /healthz, /readyz, /metrics; empty: off

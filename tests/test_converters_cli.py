@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sqlite3
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +140,82 @@ def test_python_dash_m(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "converters", "formats", "--label-config",
                            str(EXPORTS / "text-ner" / "label_config.xml")], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and "CONLL2003       yes" in proc.stdout
+
+
+# ------------------------------------------------------------------ database input
+
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "examples" / "label_studio.sqlite3"
+
+
+def _label_files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (root / "labels").iterdir()}
+
+
+def test_convert_database_project_to_yolo(tmp_path, capsys):
+    db = tmp_path / "label_studio.sqlite3"
+    shutil.copyfile(EXAMPLE_DB, db)
+    export = EXPORTS / "image-bbox"
+    assert run(["convert", f"sqlite:///{db}", "--project", "2", "--format", "YOLO", "--out", str(tmp_path / "db")]) == 0
+    assert capsys.readouterr().err == ""
+    assert run(["convert", str(export / "JSON.annotated-only.json"), "--format", "YOLO",
+                "--label-config", str(export / "label_config.xml"), "--out", str(tmp_path / "file")]) == 0
+    ours = _label_files(tmp_path / "db")
+    assert ours == _label_files(tmp_path / "file")
+    annotated = json.loads((export / "JSON.annotated-only.json").read_text(encoding="utf-8"))
+    assert len(ours) == len(annotated)  # one label file per labeled task
+    # the same as Label Studio's own YOLO export of these tasks
+    ls = _label_files(export / "YOLO")
+    assert ours == {name: ls[name] for name in ours}
+    for name in ("classes.txt",):
+        assert (tmp_path / "db" / name).read_bytes() == (export / "YOLO" / name).read_bytes()
+
+
+def test_convert_database_plain_path_label_config_override(tmp_path):
+    db = tmp_path / "ls.sqlite3"
+    shutil.copyfile(EXAMPLE_DB, db)
+    text_ner = EXPORTS / "text-ner"
+    # the project's own config, and an explicit --label-config, give the same CONLL
+    assert run(["convert", str(db), "--project", "6", "-f", "CONLL2003", "--out", str(tmp_path / "a")]) == 0
+    assert run(["convert", str(db), "--project", "6", "-f", "CONLL2003", "--out", str(tmp_path / "b"),
+                "--label-config", str(text_ner / "label_config.xml")]) == 0
+    assert run(["convert", str(text_ner / "JSON.annotated-only.json"), "-f", "CONLL2003",
+                "--label-config", str(text_ner / "label_config.xml"), "--out", str(tmp_path / "c")]) == 0
+    a, b, c = ((tmp_path / d / "result.conll").read_bytes() for d in "abc")
+    assert a == b == c
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("no-project", "--project ID is required when INPUT is a database"),
+        ("unknown-project", "no project 99; projects: 1 (Aerial tiles"),
+        ("missing-file", "does not exist"),
+        ("not-label-studio", "is not a Label Studio database"),
+        ("project-with-file", "--project only applies when INPUT is a database"),
+    ],
+)
+def test_convert_database_errors_exit_2_with_one_line(case, message, tmp_path, capsys):
+    db = tmp_path / "ls.sqlite3"
+    shutil.copyfile(EXAMPLE_DB, db)
+    other = tmp_path / "other.sqlite3"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    argv = {
+        "no-project": [f"sqlite:///{db}"],
+        "unknown-project": [f"sqlite:///{db}", "--project", "99"],
+        "missing-file": [str(tmp_path / "nope.sqlite3"), "--project", "2"],
+        "not-label-studio": [f"sqlite:///{other}", "--project", "2"],
+        "project-with-file": [str(EXPORTS / "image-bbox" / "JSON.json"), "--project", "2"],
+    }[case]
+    rc = run(["convert", *argv, "--format", "YOLO", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_is_database_url(tmp_path):
+    (tmp_path / "dir.sqlite3").mkdir()
+    assert cli.is_database_url("sqlite:///x/label_studio.sqlite3")
+    assert cli.is_database_url("postgresql://u:p@h:5432/db")
+    assert cli.is_database_url("label_studio.sqlite3")
+    assert not cli.is_database_url("export.json")
+    assert not cli.is_database_url(str(tmp_path / "dir.sqlite3"))

@@ -351,7 +351,9 @@ def test_http_errors_are_classified(cloud: Harness, fault_proxy: Callable[[str],
     assert err.value.retry_after == (float(retry_after) if retry_after else None)
     message = str(err.value)
     assert bucket in message and "\n" not in message
-    assert proxy.count("PUT") + proxy.count("POST") == 1, "max_attempts=1 must not retry in the SDK"
+    # S3's lean upload path hands a 400 to boto3 once (a store may refuse its checksum header).
+    expected = 2 if (cloud.service.name, status) == ("s3", 400) else 1
+    assert proxy.count("PUT") + proxy.count("POST") == expected, "max_attempts=1 must not retry in the SDK"
 
 
 def test_head_without_body_403_is_fatal(cloud: Harness, fault_proxy: Callable[[str], Any]) -> None:

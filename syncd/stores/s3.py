@@ -12,6 +12,7 @@ time, one page of keys after another.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -32,6 +33,9 @@ from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
 from syncd.stores.cloud import retry_after as _retry_after
 from syncd.stores.cloud import split_url as _split_url
+from syncd.stores.s3_signed_put import SignedPut
+
+log = logging.getLogger("syncd")
 
 OPTION_KEYS = ("endpoint_url", "region", "addressing_style", "profile", "sse", "kms_key_id",
                "storage_class", "max_attempts")
@@ -82,6 +86,8 @@ class S3Store:
         self._lock = threading.Lock()
         self._client_obj: Any = None
         self._client_pid = 0
+        self._credentials: Any = None
+        self._signed_put: SignedPut | None = None  # learned by check_writable
         self._client()  # a wrong profile or endpoint shows now, as a ConfigError; no request is made
 
     @classmethod
@@ -143,6 +149,7 @@ class S3Store:
             read_timeout=60,
             user_agent_extra="labelstudio-syncd",
         )
+        self._credentials = session.get_credentials()
         try:
             return session.client("s3", endpoint_url=self._endpoint_url, config=config)
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
@@ -152,12 +159,49 @@ class S3Store:
     # -- the Store interface ---------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
+        fast = self._signed_put
+        if fast is not None:
+            try:
+                failed = fast.put(self.prefix + key, data, sha256)
+            except StoreError as exc:
+                raise StoreError(f"cannot write {self._where(key)}: {exc}", retryable=True) from None
+            if failed is None:
+                return
+            if failed.status not in (400, 501):
+                raise self._error("write", key, _client_error(failed))
         try:
             self._client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
                                       ContentType="application/json", Metadata={"sha256": sha256},
                                       **self._put_args)
         except Exception as exc:
             raise self._error("write", key, exc) from None
+        if fast is not None:
+            # boto3 stored what the lean path could not: this store wants boto3's requests.
+            log.info("S3 target %s: using boto3 for every upload", self.url)
+            self._signed_put = None
+
+    def _learn_signed_put(self, key: str) -> None:
+        """Put ``key`` through boto3 and learn the request's shape (see s3_signed_put)."""
+        client = self._client()
+        seen: dict[str, Any] = {}
+
+        def capture(request: Any, **_: Any) -> None:
+            seen.setdefault("request", request)
+
+        client.meta.events.register("before-send.s3.PutObject", capture)
+        try:
+            self.put(key, PROBE_DATA, PROBE_SHA256)
+        finally:
+            client.meta.events.unregister("before-send.s3.PutObject", capture)
+        if "request" in seen and self.transfers > 1:
+            headers = {"Content-Type": "application/json"}
+            for name, header in (("ServerSideEncryption", "x-amz-server-side-encryption"),
+                                 ("SSEKMSKeyId", "x-amz-server-side-encryption-aws-kms-key-id"),
+                                 ("StorageClass", "x-amz-storage-class")):
+                if name in self._put_args:
+                    headers[header] = self._put_args[name]
+            self._signed_put = SignedPut.learn(seen["request"], self.prefix + key, self._credentials,
+                                               headers, self.transfers, self._max_attempts)
 
     def delete(self, key: str) -> None:
         try:
@@ -205,7 +249,7 @@ class S3Store:
         # Write, read back, list (the probe itself is filtered out: this checks ListBucket) and delete
         # a small object, so each permission a run needs is tried once before it starts.
         probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
-        self.put(probe, PROBE_DATA, PROBE_SHA256)
+        self._learn_signed_put(probe)
         try:
             info = self.head(probe)
             if info is None or info.size != len(PROBE_DATA):
@@ -221,6 +265,8 @@ class S3Store:
             client, self._client_obj = self._client_obj, None
         if client is not None:
             client.close()
+        if self._signed_put is not None:
+            self._signed_put.close()
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -291,6 +337,20 @@ class S3Store:
 
 
 
+
+
+def _client_error(response: Any) -> botocore.exceptions.ClientError:
+    """An error answer of the lean upload path, as the ClientError boto3 would have raised."""
+    code = message = None
+    text = response.data.decode("utf-8", "replace") if response.data else ""
+    if "<Code>" in text:
+        code = text.split("<Code>", 1)[1].split("</Code>", 1)[0]
+    if "<Message>" in text:
+        message = text.split("<Message>", 1)[1].split("</Message>", 1)[0]
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code or str(response.status), "Message": message or ""},
+         "ResponseMetadata": {"HTTPStatusCode": response.status, "HTTPHeaders": headers}}, "PutObject")
 
 
 def _code(exc: Exception) -> str | None:
