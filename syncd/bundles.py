@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import secrets
-import string
 import tempfile
 import threading
 import time
@@ -43,7 +42,7 @@ import converters
 from converters import ConverterError, ConvertOptions, LabelConfigError, parse_label_config
 from syncd.document import DocumentOptions, build_document
 from syncd.errors import BadTask, ConfigError, StoreError
-from syncd.keys import UnsafeKey, check_key
+from syncd.keys import UnsafeKey, check_key, template_fields
 from syncd.source import LabelStudioSource, Project
 from syncd.stores.base import Store
 from syncd.stores.local import TMP_DIR
@@ -191,14 +190,7 @@ def validate_bundle_template(template: str, where: str = "bundles.key_template")
     keys must pass ``keys.check_key``. Returns the template without trailing slashes.
     """
     stripped = template.rstrip("/") if template.strip("/") else template
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(stripped) if f is not None]
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {template!r} is not a valid template ({exc})") from None
-    for name in names:
-        if name not in TEMPLATE_FIELDS:
-            raise ConfigError(f"{where}: unknown field {{{name}}} in {template!r}; "
-                              f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+    names = template_fields(stripped, where, TEMPLATE_FIELDS)
     for required, why in (("project_id", "or projects would overwrite each other's bundles"),
                           ("format", "or formats would overwrite each other's bundles")):
         if required not in names:

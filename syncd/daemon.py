@@ -162,18 +162,7 @@ class Daemon:
                 log.info("PostgreSQL triggers found: woken by LISTEN/NOTIFY")
             self._loop(syncer, source, db_file, checkpoint, listener)
         finally:
-            if syncer is not None:
-                try:
-                    syncer.close()
-                except SyncdError as exc:
-                    log.debug("while closing: %s", exc)
-            if checkpoint is not None:
-                checkpoint.close()
-            if listener is not None:
-                listener.close()
-            if db is not None:
-                db.close()
-            store.close()
+            _close(syncer, checkpoint, listener, db, store)
 
     def _sleep(self, seconds: float) -> None:
         """Wait (interrupted by a signal), still pinging systemd's watchdog: an outage is not a hang."""
@@ -223,14 +212,7 @@ class Daemon:
                         self.metrics.tasks.set(checkpoint.count())
                 self.health.set(True)
         finally:
-            if syncer is not None:
-                try:
-                    syncer.close()
-                except SyncdError as exc:
-                    log.debug("while closing: %s", exc)
-            if checkpoint is not None:
-                checkpoint.close()
-            store.close()
+            _close(syncer, checkpoint, store)
 
     def _became_ready(self) -> None:
         self.health.set(True)
@@ -338,6 +320,18 @@ class Daemon:
         if not summary.failed and not self.retry_at:
             self.behind_since = None
             self.metrics.last_success.set(time.time())
+
+
+def _close(*parts) -> None:
+    """Close what a session opened, in order (the syncer first: it records acknowledged writes
+    in the checkpoint); a failure while closing one part does not keep the others open."""
+    for part in parts:
+        if part is None:
+            continue
+        try:
+            part.close()
+        except SyncdError as exc:
+            log.debug("while closing: %s", exc)
 
 
 def _file_identity(path: Path | None):

@@ -30,16 +30,23 @@ def slugify(title: str | None, project_id: int) -> str:
     return slug or f"project-{project_id}"
 
 
-def validate_template(template: str, key_name: str = "key_template") -> str:
-    """Check a key template once, at config time."""
+def template_fields(template: str, where: str, allowed: tuple[str, ...] = TEMPLATE_FIELDS) -> list[str]:
+    """The ``{fields}`` of a template; a ``ConfigError`` naming ``where`` for a malformed template
+    or a field outside ``allowed``."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
-        raise ConfigError(f"{key_name}: {template!r} is not a valid template ({exc})") from None
+        raise ConfigError(f"{where}: {template!r} is not a valid template ({exc})") from None
     for field in fields:
-        if field not in TEMPLATE_FIELDS:
-            raise ConfigError(f"{key_name}: unknown field {{{field}}} in {template!r}; "
-                              f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+        if field not in allowed:
+            raise ConfigError(f"{where}: unknown field {{{field}}} in {template!r}; "
+                              f"use {', '.join('{' + f + '}' for f in allowed)}")
+    return fields
+
+
+def validate_template(template: str, key_name: str = "key_template") -> str:
+    """Check a key template once, at config time."""
+    fields = template_fields(template, key_name)
     if "task_id" not in fields:
         raise ConfigError(f"{key_name}: {template!r} must contain {{task_id}}, "
                           "or every task would be written to the same key")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,7 +38,7 @@ from urllib3.util.retry import Retry as Urllib3Retry
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import retry_after as _retry_after
@@ -75,9 +74,7 @@ class AzureStore:
         self._credential = credential
         self._use_default_credential = use_default_credential
         self._max_attempts = max_attempts
-        self._lock = threading.Lock()
-        self._client_obj: ContainerClient | None = None
-        self._client_pid = 0
+        self._clients = PerProcess(self._make_client)
         self._client()  # a malformed connection string or URL shows now, as a ConfigError; no request
 
     @classmethod
@@ -135,15 +132,7 @@ class AzureStore:
     # -- the client, made again in a forked child ------------------------------------------------------
 
     def _client(self) -> ContainerClient:
-        pid = os.getpid()
-        client = self._client_obj
-        if client is not None and self._client_pid == pid:
-            return client
-        with self._lock:
-            if self._client_obj is None or self._client_pid != pid:
-                self._client_obj = self._make_client()
-                self._client_pid = pid
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> ContainerClient:
         session = requests.Session()
@@ -242,8 +231,7 @@ class AzureStore:
             self.delete(probe)
 
     def close(self) -> None:
-        with self._lock:
-            client, self._client_obj = self._client_obj, None
+        client = self._clients.take()
         if client is not None:
             client.close()
 
@@ -253,7 +241,7 @@ class AzureStore:
         return f"azure://{self.container}/{self.prefix}{key}"
 
     def _account(self) -> str:
-        client = self._client_obj
+        client = self._clients.current
         name = getattr(client, "account_name", None) if client is not None else None
         return f" in storage account {name!r}" if name else ""
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from syncd.errors import ConfigError
@@ -63,3 +66,36 @@ def retry_after(value: str | None) -> float | None:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+class PerProcess:
+    """A client made on first use, and made again in a forked child: SDK clients and their
+    connection pools are not fork-safe (fsspec's lesson)."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid = 0
+
+    def get(self) -> Any:
+        pid = os.getpid()
+        client = self._client
+        if client is not None and self._pid == pid:
+            return client
+        with self._lock:
+            if self._client is None or self._pid != pid:
+                self._client = self._make()
+                self._pid = pid
+            return self._client
+
+    @property
+    def current(self) -> Any:
+        """The client if one was made (in any process), without making one."""
+        return self._client
+
+    def take(self) -> Any:
+        """Forget the client and return it (to close it), or None."""
+        with self._lock:
+            client, self._client = self._client, None
+            return client

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +31,7 @@ from google.cloud.storage.retry import _should_retry  # the library's own rule: 
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -57,9 +56,7 @@ class GCSStore:
         self.transfers = max(1, transfers)
         self._project = project
         self._max_attempts = max_attempts
-        self._lock = threading.Lock()
-        self._client_obj: Any = None
-        self._client_pid = 0
+        self._clients = PerProcess(self._make_client)
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> GCSStore:
@@ -81,15 +78,7 @@ class GCSStore:
     #    again in a forked child --------------------------------------------------------------------
 
     def _client(self) -> storage.Client:
-        pid = os.getpid()
-        client = self._client_obj
-        if client is not None and self._client_pid == pid:
-            return client
-        with self._lock:
-            if self._client_obj is None or self._client_pid != pid:
-                self._client_obj = self._make_client()
-                self._client_pid = pid
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> storage.Client:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(self.transfers, 10))
@@ -179,8 +168,7 @@ class GCSStore:
             self.delete(probe)
 
     def close(self) -> None:
-        with self._lock:
-            client, self._client_obj = self._client_obj, None
+        client = self._clients.take()
         if client is not None:
             client.close()
 

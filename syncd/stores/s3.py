@@ -13,9 +13,7 @@ time, one page of keys after another.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +25,7 @@ from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -83,9 +81,7 @@ class S3Store:
             self._put_args["SSEKMSKeyId"] = kms_key_id
         if storage_class:
             self._put_args["StorageClass"] = storage_class
-        self._lock = threading.Lock()
-        self._client_obj: Any = None
-        self._client_pid = 0
+        self._clients = PerProcess(self._make_client)
         self._credentials: Any = None
         self._signed_put: SignedPut | None = None  # learned by check_writable
         self._client()  # a wrong profile or endpoint shows now, as a ConfigError; no request is made
@@ -125,15 +121,7 @@ class S3Store:
     # -- the client, created again in a forked child (boto3 clients are not fork-safe) -------------
 
     def _client(self) -> Any:
-        pid = os.getpid()
-        client = self._client_obj
-        if client is not None and self._client_pid == pid:
-            return client
-        with self._lock:
-            if self._client_obj is None or self._client_pid != pid:
-                self._client_obj = self._make_client()
-                self._client_pid = pid
-            return self._client_obj
+        return self._clients.get()
 
     def _make_client(self) -> Any:
         try:
@@ -261,8 +249,7 @@ class S3Store:
             self.delete(probe)
 
     def close(self) -> None:
-        with self._lock:
-            client, self._client_obj = self._client_obj, None
+        client = self._clients.take()
         if client is not None:
             client.close()
         if self._signed_put is not None:
@@ -326,7 +313,7 @@ class S3Store:
         return StoreError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
 
     def _endpoint_label(self) -> str:
-        client = self._client_obj
+        client = self._clients.current
         endpoint = client.meta.endpoint_url if client is not None else self._endpoint_url
         if not endpoint or endpoint.endswith(".amazonaws.com"):
             return ""
