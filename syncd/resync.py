@@ -164,20 +164,11 @@ class Syncer:
             if wanted and doc.project_id not in wanted:
                 continue
             summary.scanned += 1
-            try:
-                key = render_key(self.options.key_template, task_id, doc.project_id, f"project-{doc.project_id}")
-            except UnsafeKey as exc:
-                summary.fail(f"task {task_id}: unsafe key ({exc}); change key_template", task_id)
-                continue
-            seen.add(key)
-            planned.append((doc, key, fingerprints.get(task_id, "")))
-        previous = self.checkpoint.get_many(key for _, key, _ in planned)
-        for doc, key, fingerprint in planned:
-            action = plan_document(doc, key, previous.get(key))
-            if action.kind == "skip":
-                summary.unchanged += 1
-            else:
-                self._apply(action, fingerprint)
+            key = self._key(task_id, doc.project_id)
+            if key is not None:
+                seen.add(key)
+                planned.append((doc, key, fingerprints.get(task_id, "")))
+        self._put_changed(planned)
         self._drain()
         if changed is None:
             candidates = [e for e in self.checkpoint.entries(self.options.projects) if e.key not in seen]
@@ -204,7 +195,7 @@ class Syncer:
                 keys[task_id] = render_key(self.options.key_template, task_id, project_id,
                                            project.slug if project else f"project-{project_id}")
             except UnsafeKey:
-                keys[task_id] = None  # _plan_rows reports it
+                keys[task_id] = None  # read as stale: _plan_rows reports it
         previous = self.checkpoint.get_many(k for k in keys.values() if k)
         stale = []
         for task_id, _, fingerprint in listing:
@@ -253,37 +244,45 @@ class Syncer:
         if self._fatal:
             raise FatalStoreError(str(self._fatal[0]))
 
+    def _key(self, task_id: int, project_id: int | None) -> str | None:
+        """The task's object key; None (reported as a failure) when the template makes it unsafe."""
+        project = self.projects.get(project_id)
+        try:
+            return render_key(self.options.key_template, task_id, project_id,
+                              project.slug if project else f"project-{project_id}")
+        except UnsafeKey as exc:
+            self._summary.fail(f"task {task_id}: unsafe key ({exc}); change key_template", task_id)
+            return None
+
     def _plan_rows(self, batch: list[TaskRows], seen: set[str]) -> None:
-        summary = self._summary
         planned = []
         for rows in batch:
-            summary.scanned += 1
-            project = self.projects.get(rows.project_id)
-            slug = project.slug if project else f"project-{rows.project_id}"
-            try:
-                key = render_key(self.options.key_template, rows.id, rows.project_id, slug)
-            except UnsafeKey as exc:
-                summary.fail(f"task {rows.id}: unsafe key ({exc}); change key_template", rows.id)
+            self._summary.scanned += 1
+            key = self._key(rows.id, rows.project_id)
+            if key is None:
                 continue
             # Mark the key seen before building: a task that fails to build keeps its object.
             seen.add(key)
             try:
-                doc = build_document(rows, project, self.users, self.doc_options)
+                doc = build_document(rows, self.projects.get(rows.project_id), self.users, self.doc_options)
             except BadTask as exc:
-                summary.fail(str(exc), rows.id)
+                self._summary.fail(str(exc), rows.id)
                 continue
             planned.append((doc, key, self.doc_options.fingerprint(rows.fingerprint)))
+        self._put_changed(planned)
+
+    def _put_changed(self, planned: list[tuple[TaskDocument, str, str]]) -> None:
+        """PUT the documents whose bytes differ from what the checkpoint says was written."""
         previous = self.checkpoint.get_many(key for _, key, _ in planned)
         for doc, key, fingerprint in planned:
             before = previous.get(key)
             action = plan_document(doc, key, before)
-            if action.kind == "skip":
-                summary.unchanged += 1
-                if fingerprint and before is not None and before.fingerprint != fingerprint \
-                        and not self.options.dry_run:
-                    self.checkpoint.record_fingerprint(key, fingerprint)
-            else:
+            if action.kind != "skip":
                 self._apply(action, fingerprint)
+                continue
+            self._summary.unchanged += 1
+            if fingerprint and before is not None and before.fingerprint != fingerprint and not self.options.dry_run:
+                self.checkpoint.record_fingerprint(key, fingerprint)
 
     def _remove(self, gone: list[Entry]) -> None:
         summary = self._summary
