@@ -3,10 +3,18 @@
 Synthesises N image-bbox tasks and N text-ner tasks from the Label Studio fixture set (new task,
 annotation and file ids), converts them to COCO, YOLO, CSV (image-bbox) and CONLL2003 (text-ner)
 with both implementations, each run in a fresh subprocess (so peak RSS is per run), checks that
-the outputs are equal, and prints times, the speed ratio and peak memory.
+the outputs are equal, and prints times, the speed ratio and peak memory: the converting
+process's own peak, and for ours also the peak of its largest worker process (per-task formats
+use worker processes for big inputs; see converters/parallel.py).
 
     python bench/bench_convert.py --tasks 100000
     python bench/bench_convert.py --tasks 2000 --formats COCO,CSV
+    python bench/bench_convert.py --tasks 100000 --ours-path /tmp/old-checkout   # another version of ours
+    python bench/bench_convert.py --tasks 100000 --workers 0     # ours in one process
+
+Inputs are kept (and reused) with ``--workdir DIR``. Before each run the output directory of the
+previous run is removed and the file system is synced, so one run's deletions do not slow the
+next one (YOLO writes one file per image).
 
 label-studio-sdk is a bench/test dependency only (``pip install label-studio-sdk``); with
 ``--no-sdk`` only our side runs.
@@ -18,6 +26,7 @@ import argparse
 import copy
 import filecmp
 import json
+import os
 import posixpath
 import shutil
 import subprocess
@@ -56,18 +65,20 @@ def synthesize(slug: str, n: int, path: Path) -> None:
         out.write("]")
 
 
-def worker(impl: str, fmt: str, src: str, config: str, out: str) -> None:
+def worker(impl: str, fmt: str, src: str, config: str, out: str, ours_path: str, workers: str) -> None:
     import resource
 
     start = time.perf_counter()
     if impl == "ours":
-        sys.path.insert(0, str(REPO))
+        sys.path.insert(0, ours_path)
         import converters
         from converters.cli import iter_input_tasks
 
         cfg = converters.parse_label_config(Path(config))
-        converters.get(fmt).convert(iter_input_tasks(src), cfg, Path(out),
-                                    converters.ConvertOptions(warn=lambda *a: None))
+        options = converters.ConvertOptions(warn=lambda *a: None)
+        if workers != "auto":
+            options.workers = int(workers)
+        converters.get(fmt).convert(iter_input_tasks(src), cfg, Path(out), options)
     else:
         import logging
 
@@ -85,13 +96,18 @@ def worker(impl: str, fmt: str, src: str, config: str, out: str) -> None:
                 peak_kb = int(line.split()[1])
     except OSError:
         pass
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+    # worker processes (ours, for big inputs): the largest one's peak; they have exited by now
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "workers_peak_mb": children_kb / 1024}))
 
 
-def run_worker(impl: str, fmt: str, src: Path, config: Path, out: Path) -> dict:
+def run_worker(impl: str, fmt: str, src: Path, config: Path, out: Path, ours_path: Path = REPO,
+               workers: str = "auto") -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a clean output dir for every run
+    if hasattr(os, "sync"):
+        os.sync()  # the deletions above are written out before the timed run starts
     proc = subprocess.run(
-        [sys.executable, __file__, "--_worker", impl, fmt, str(src), str(config), str(out)],
+        [sys.executable, __file__, "--_worker", impl, fmt, str(src), str(config), str(out), str(ours_path), workers],
         capture_output=True, text=True, cwd=str(out.parent),
     )
     if proc.returncode != 0:
@@ -125,13 +141,23 @@ def outputs_equal(fmt: str, ours: Path, sdk: Path) -> tuple[bool, str]:
     return False, "no check"
 
 
+def _workers(result: dict) -> str:
+    """Peak RSS of the largest worker process, if ours used any ("-" otherwise)."""
+    mb = result.get("workers_peak_mb") or 0.0
+    return f"{mb:.1f}" if mb > 1 else "-"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks per synthetic export (default 100000)")
     parser.add_argument("--formats", default="COCO,YOLO,CSV,CONLL2003")
     parser.add_argument("--no-sdk", action="store_true", help="only run our converters")
     parser.add_argument("--workdir", help="keep inputs/outputs here (default: a temp dir)")
-    parser.add_argument("--_worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--ours-path", default=str(REPO),
+                        help="directory to import our `converters` package from (default: this repository)")
+    parser.add_argument("--workers", default="auto",
+                        help="worker processes for ours (ConvertOptions.workers; default: auto, 0: one process)")
+    parser.add_argument("--_worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
         worker(*args._worker)
@@ -149,7 +175,7 @@ def main() -> int:
     formats = [f.strip().upper() for f in args.formats.split(",") if f.strip()]
     tmp = None
     if args.workdir:
-        work = Path(args.workdir)
+        work = Path(args.workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench_convert_")
@@ -164,22 +190,24 @@ def main() -> int:
                   f"{time.perf_counter() - t:.1f}s)")
         inputs[slug] = src
 
-    print(f"\n{'format':<10} {'ours s':>8} {'sdk s':>8} {'speedup':>8} {'ours MB':>8} {'sdk MB':>8}  equal")
+    print(f"\n{'format':<10} {'ours s':>8} {'sdk s':>8} {'speedup':>8} {'ours MB':>8} {'worker MB':>9} "
+          f"{'sdk MB':>8}  equal")
     all_equal = True
     for fmt in formats:
         slug = FORMAT_PROJECT[fmt]
         config = FIXTURES / slug / "label_config.xml"
         ours_out = work / f"out-ours-{fmt}"
-        ours = run_worker("ours", fmt, inputs[slug], config, ours_out)
+        ours = run_worker("ours", fmt, inputs[slug], config, ours_out, Path(args.ours_path).resolve(), args.workers)
         if use_sdk:
             sdk_out = work / f"out-sdk-{fmt}"
             sdk = run_worker("sdk", fmt, inputs[slug], config, sdk_out)
             equal, how = outputs_equal(fmt, ours_out, sdk_out)
             all_equal &= equal
             print(f"{fmt:<10} {ours['seconds']:>8.2f} {sdk['seconds']:>8.2f} {sdk['seconds'] / ours['seconds']:>7.1f}x "
-                  f"{ours['peak_mb']:>8.1f} {sdk['peak_mb']:>8.1f}  {equal} ({how})")
+                  f"{ours['peak_mb']:>8.1f} {_workers(ours):>9} {sdk['peak_mb']:>8.1f}  {equal} ({how})")
         else:
-            print(f"{fmt:<10} {ours['seconds']:>8.2f} {'-':>8} {'-':>8} {ours['peak_mb']:>8.1f} {'-':>8}")
+            print(f"{fmt:<10} {ours['seconds']:>8.2f} {'-':>8} {'-':>8} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
+                  f"{'-':>8}")
     if tmp is not None:
         tmp.cleanup()
     return 0 if all_equal else 1

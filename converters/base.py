@@ -6,8 +6,12 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .label_config import LabelConfig
+
+if TYPE_CHECKING:
+    from .images import ImageInfo
 
 __all__ = [
     "ConvertOptions",
@@ -57,11 +61,20 @@ class ConvertOptions:
     audio into ``audio/``); without it, the duration is ``null``.
     ``warn(task_id, message)`` is called for every task or result that is skipped because it is
     malformed; the default logs a warning on the ``converters`` logger.
+    ``workers``: worker processes for the per-task formats (CONLL2003, CSV/TSV, COCO, YOLO) when
+    the tasks are a big JSON export file read by ``cli.iter_input_tasks``; None picks one per CPU
+    (up to 4) for files of 32 MB and more, 0 or 1 keeps everything in this process. The output
+    is the same either way.
+    ``image_info(url)`` (set by ``syncd convert --download-images``) gives the downloaded image of
+    a task's image URL (its name under ``images/``, size and channels), or None: COCO then takes
+    ``width``/``height`` and ``file_name`` from it, VOC the file name and ``depth``.
     """
 
     media_resolver: MediaResolver | None = None
     warn: Callable[[object, str], None] = _default_warn
     extra: dict[str, object] = field(default_factory=dict)
+    workers: int | None = None
+    image_info: Callable[[str], ImageInfo | None] | None = None
 
 
 ConvertFn = Callable[[Iterable[dict], LabelConfig, Path, ConvertOptions], list[Path]]
@@ -98,7 +111,12 @@ class Converter:
                 raise FormatNotApplicable(self.name, reason)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return sorted(self.convert_fn(tasks, config, out_dir, options or ConvertOptions()))
+        files = self.convert_fn(tasks, config, out_dir, options or ConvertOptions())
+        return sorted(files, key=_path_parts)  # Path order, without Path's slow comparisons
+
+
+def _path_parts(path: Path) -> tuple[str, ...]:
+    return path.parts
 
 
 _REGISTRY: dict[str, Converter] = {}

@@ -7,22 +7,27 @@ up front (plus any label found in results but missing from the config).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .items import iter_items
+from .fastio import compact_json
+from .items import task_items_or_warn
 from .label_config import LabelConfig
 from .media import is_cloud_uri, label_basename
 from .yolo import _image_reason
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+if TYPE_CHECKING:
+    from .images import ImageInfo
+
+_dumps = compact_json  # json.dumps(ensure_ascii=False, separators=(",", ":")), with orjson when installed
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -122,22 +127,34 @@ def _keypoint_annotation(kps: list[dict], order: list[str], annotation_id: int, 
     }
 
 
-def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    categories, name_to_id = coco_categories(config)
-    order = keypoint_order(config)
-    data_key = config.data_keys[0]
-    n_images = 0
-    n_annotations = 0
-    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
-            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
-        for item in iter_items(tasks, config, options):
+class CocoJob:
+    """One task -> per exported image: its ``images`` line around the id, and its annotation lines
+    without ``id``/``image_id`` (numbered when written, in task order)."""
+
+    def __init__(self, config: LabelConfig, image_info: Callable[[str], ImageInfo | None] | None = None) -> None:
+        self.config = config
+        self.image_info = image_info
+        self.categories, self.name_to_id = coco_categories(config)
+        self.order = keypoint_order(config)
+        self.data_key = config.data_keys[0]
+
+    def process(self, task: object, warn: Callable[[object, str], None],
+                main: bool) -> list[tuple[str, str, list[str]]] | None:
+        items = task_items_or_warn(task, self.config, warn)
+        if not items:
+            return None
+        data_key = self.data_key
+        categories, name_to_id = self.categories, self.name_to_id
+        images = []
+        for item in items:
             url = item.input.get(data_key)
             if not isinstance(url, str):
-                options.warn(item.id, f"data[{data_key!r}] is not an image URL")
+                warn(item.id, f"data[{data_key!r}] is not an image URL")
                 continue
-            image_id = n_images
             width = height = None
+            info = self.image_info(url) if self.image_info is not None else None
+            if info is not None:  # a downloaded image: its size, as Label Studio reads it from the file
+                width, height = info.width, info.height
             annotations: list[dict] = []
             keypoints: list[dict] = []
             for label in (v for values in item.output.values() for v in values):
@@ -153,10 +170,11 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                         continue
                     width, height = label["original_width"], label["original_height"]
                 if category not in name_to_id:
+                    if not main:
+                        raise parallel.Redo  # a new class id: the main process numbers it
                     name_to_id[category] = len(categories)
                     categories.append({"id": len(categories), "name": category})
                 category_id = name_to_id[category]
-                annotation_id = n_annotations + len(annotations)
                 try:
                     if "rectanglelabels" in label or "labels" in label:
                         xywh = rotated_rectangle(label)
@@ -168,7 +186,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                         w = w * label["original_width"] / 100
                         h = h * label["original_height"] / 100
                         annotations.append({
-                            "id": annotation_id, "image_id": image_id, "category_id": category_id,
+                            "category_id": category_id,
                             "segmentation": [], "bbox": [x, y, w, h], "ignore": 0, "iscrowd": 0,
                             "area": w * h,
                         })
@@ -178,7 +196,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                         ys = [p[1] for p in pts]
                         x1, y1 = min(xs), min(ys)
                         annotations.append({
-                            "id": annotation_id, "image_id": image_id, "category_id": category_id,
+                            "category_id": category_id,
                             "segmentation": [[c for p in pts for c in p]],
                             "bbox": [x1, y1, max(xs) - x1, max(ys) - y1], "ignore": 0, "iscrowd": 0,
                             "area": polygon_area(xs, ys),
@@ -186,20 +204,47 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                     elif "keypointlabels" in label:
                         keypoints.append(label)
                 except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as exc:
-                    options.warn(item.id, f"annotation {item.annotation_id}: region skipped ({exc!r})")
+                    warn(item.id, f"annotation {item.annotation_id}: region skipped ({exc!r})")
             if keypoints:
                 try:
-                    annotations.append(_keypoint_annotation(
-                        keypoints, order, n_annotations + len(annotations), image_id, name_to_id))
+                    annotation = _keypoint_annotation(keypoints, self.order, 0, 0, name_to_id)
+                    del annotation["id"], annotation["image_id"]
+                    annotations.append(annotation)
                 except (KeyError, TypeError, ValueError) as exc:
-                    options.warn(item.id, f"annotation {item.annotation_id}: key points skipped ({exc})")
-            images_tmp.write(("," if n_images else "") + _dumps(
-                {"width": width, "height": height, "id": image_id, "file_name": image_file_name(url)}
-            ) + "\n")
-            n_images += 1
-            for ann in annotations:
-                anns_tmp.write(("," if n_annotations else "") + _dumps(ann) + "\n")
-                n_annotations += 1
+                    warn(item.id, f"annotation {item.annotation_id}: key points skipped ({exc})")
+            # {"width":..,"height":..,"id":<id>,"file_name":..}: the parts around the id
+            head = _dumps({"width": width, "height": height})[:-1] + ',"id":'
+            file_name = "images/" + info.name if info is not None else image_file_name(url)
+            tail = ',"file_name":' + _dumps(file_name) + "}\n"
+            images.append((head, tail, [_dumps(a)[1:] for a in annotations]))
+        return images or None
+
+
+def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    job = CocoJob(config, options.image_info)
+    n_images = 0
+    n_annotations = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
+        image_lines: list[str] = []
+        ann_lines: list[str] = []
+        for images in parallel.results(tasks, "COCO", job, config, options):
+            for head, tail, annotations in images:
+                image_id = n_images
+                image_lines.append(f"{',' if n_images else ''}{head}{image_id}{tail}")
+                n_images += 1
+                for rest in annotations:
+                    # {"id":..,"image_id":..,"category_id":..}: the id fields come first
+                    ann_lines.append(f'{"," if n_annotations else ""}{{"id":{n_annotations},'
+                                     f'"image_id":{image_id},{rest}\n')
+                    n_annotations += 1
+            if len(image_lines) >= 4096:
+                images_tmp.write("".join(image_lines))
+                anns_tmp.write("".join(ann_lines))
+                image_lines, ann_lines = [], []
+        images_tmp.write("".join(image_lines))
+        anns_tmp.write("".join(ann_lines))
 
         path = out_dir / "result.json"
         now = datetime.now()
@@ -209,7 +254,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
             out.write('{"images":[\n')
             images_tmp.seek(0)
             shutil.copyfileobj(images_tmp, out)
-            out.write('],\n"categories":' + _dumps(categories) + ',\n"annotations":[\n')
+            out.write('],\n"categories":' + _dumps(job.categories) + ',\n"annotations":[\n')
             anns_tmp.seek(0)
             shutil.copyfileobj(anns_tmp, out)
             out.write('],\n"info":' + _dumps(info) + "}\n")
@@ -224,3 +269,5 @@ CONVERTER = register(
         convert_fn=convert,
     )
 )
+
+parallel.register_job("COCO", CocoJob)

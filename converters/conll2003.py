@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import parallel
 from .base import Converter, ConvertOptions, register
-from .items import iter_items
+from .items import task_items_or_warn
 from .label_config import LabelConfig
-from .treebank import span_tokenize
+from .treebank import token_starts
+
+_LINE = "{} -X- _ {}\n".format
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -21,41 +24,50 @@ def applies_to(config: LabelConfig) -> str | None:
 
 def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], list[str]]:
     """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks."""
-    tokens_and_idx = [(text[s:e], s) for s, e in span_tokenize(text)]
+    tokens, starts = token_starts(text)
     if not (spans and all(s.get("start") is not None and s.get("end") is not None for s in spans)):
-        tokens = [t for t, _ in tokens_and_idx]
         return tokens, ["O"] * len(tokens)
     pending = sorted(spans, key=lambda s: s["start"])
-    span = pending.pop(0)
+    pending.reverse()  # pop() from the end = the next span by start
+    span = pending.pop()
     span_start, span_end = span["start"], span["end"] - 1
+    labels = span.get("labels")
     prefix = "B-"
-    tokens, tags = [], []
-    for token, token_start in tokens_and_idx:
-        tokens.append(token)
+    tags = []
+    for token, token_start in zip(tokens, starts, strict=True):
         token_end = token_start + len(token) - 1
         if token_start > span_end:
             while pending:
-                span = pending.pop(0)
+                span = pending.pop()
                 span_start, span_end = span["start"], span["end"] - 1
+                labels = span.get("labels")
                 prefix = "B-"
                 if token_start <= span_end:
                     break
-        if not span or token_end < span_start or not span.get("labels"):
+        if token_end < span_start or not labels:
             tags.append("O")
         elif span_start <= token_end and span_end >= token_start:
-            tags.append(prefix + span["labels"][0])
+            tags.append(prefix + labels[0])
             prefix = "I-"
         else:
             tags.append("O")
     return tokens, tags
 
 
-def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
-    data_key = config.data_keys[0]
-    path = out_dir / "result.conll"
-    with open(path, "w", encoding="utf-8") as out:
-        out.write("-DOCSTART- -X- O\n")
-        for item in iter_items(tasks, config, options):
+class ConllJob:
+    """One task -> its CoNLL blocks (one per annotation)."""
+
+    def __init__(self, config: LabelConfig) -> None:
+        self.config = config
+        self.data_key = config.data_keys[0]
+
+    def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> str | None:
+        items = task_items_or_warn(task, self.config, warn)
+        if not items:
+            return None
+        data_key = self.data_key
+        blocks = []
+        for item in items:
             try:
                 spans = next(
                     (v for v in item.output.values() if v and str(v[0].get("type", "")).lower() == "labels"),
@@ -66,10 +78,26 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                     raise TypeError(f"data[{data_key!r}] is not a string")
                 tokens, tags = tokens_and_tags(text, spans)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                options.warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
+                warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
                 continue
-            out.write("".join(f"{token} -X- _ {tag}\n" for token, tag in zip(tokens, tags, strict=True)))
-            out.write("\n")
+            blocks.append("".join(map(_LINE, tokens, tags)) + "\n")
+        return "".join(blocks) if blocks else None
+
+
+def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+    path = out_dir / "result.conll"
+    job = ConllJob(config)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("-DOCSTART- -X- O\n")
+        pending: list[str] = []
+        size = 0
+        for text in parallel.results(tasks, "CONLL2003", job, config, options):
+            pending.append(text)
+            size += len(text)
+            if size >= 1 << 20:  # large writes
+                out.write("".join(pending))
+                pending, size = [], 0
+        out.write("".join(pending))
     return [path]
 
 
@@ -82,3 +110,5 @@ CONVERTER = register(
         extension="conll",
     )
 )
+
+parallel.register_job("CONLL2003", ConllJob)

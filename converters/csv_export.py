@@ -1,40 +1,61 @@
 """CSV and TSV: one row per annotation, columns = data fields + controls, sorted by name.
 
 The header needs every column of the whole export, so rows are first spooled to a temporary
-file (one JSON line each) while the column set is collected; memory stays independent of the
-number of tasks.
+file (one marshal record per task) while the column set is collected; memory stays independent
+of the number of tasks.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
+import marshal
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .items import annotator, iter_items, prettify_result
+from .fastio import compact_json
+from .items import annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
+_WRITE_BATCH = 1000  # rows per write
 
 
 def _json_cell(value: object) -> str:
     # Label Studio serialises with ujson: compact, non-ASCII kept, "/" escaped as "\/".
-    return _compact(value).replace("/", "\\/")
+    return compact_json(value).replace("/", "\\/")
 
 
-def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
-             sep: str, filename: str) -> list[Path]:
-    input_keys: set[str] = set()
-    output_keys: set[str] = set()
-    extra_keys: set[str] = set()
-    has_id = False
-    spool_line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as spool:
-        for item in iter_items(tasks, config, options):
+def _read_spool(spool: BinaryIO) -> Iterator[list]:
+    spool.seek(0)
+    while True:
+        head = spool.read(8)
+        if not head:
+            return
+        yield from marshal.loads(spool.read(int.from_bytes(head, "little")))
+
+
+class CsvJob:
+    """One task -> its rows (marshal bytes) and the columns they use."""
+
+    def __init__(self, config: LabelConfig) -> None:
+        self.config = config
+
+    def process(self, task: object, warn: Callable[[object, str], None],
+                main: bool) -> tuple[bytes, tuple, tuple, tuple, bool] | None:
+        items = task_items_or_warn(task, self.config, warn)
+        if not items:
+            return None
+        rows = []
+        input_keys: set[str] = set()
+        output_keys: set[str] = set()
+        extra_keys: set[str] = set()
+        has_id = False
+        for item in items:
             outputs: dict[str, str] = {}
             try:
                 for name, value in item.output.items():
@@ -43,7 +64,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
                     if any(isinstance(r, dict) and r.get("type") in ("Chat", "chatmessage") for r in value):
                         outputs[f"{name}_transcript"] = _transcript(pretty)
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                options.warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
+                warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
                 continue
             inputs = {
                 k: _json_cell(v) if isinstance(v, (dict, list)) else v for k, v in item.input.items()
@@ -62,34 +83,86 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
                 meta["history"] = _json_cell(item.history)
                 extra_keys.add("history")
             input_keys.update(inputs)
-            output_keys.update(k for k in item.output)
-            extra_keys.update(k for k in outputs if k not in item.output)
+            output_keys.update(item.output)
+            if len(outputs) != len(item.output):
+                extra_keys.update(k for k in outputs if k not in item.output)
             if item.id is not None:
                 has_id = True
-            spool.write(spool_line([item.id, inputs, outputs, meta]))
-            spool.write("\n")
+            head = {k: _cell(v) for k, v in outputs.items()}
+            if item.id is not None and "id" not in head:  # a control named "id" wins, as in DictWriter rows
+                head["id"] = _cell(item.id)
+            rows.append((head, {k: _cell(v) for k, v in inputs.items()}, {k: _cell(v) for k, v in meta.items()}))
+        if not rows:
+            return None
+        # marshal: exact for every JSON value (NaN and big integers included), and fast
+        return marshal.dumps(rows), tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
+
+
+def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
+             sep: str, filename: str, fmt: str) -> list[Path]:
+    input_keys: set[str] = set()
+    output_keys: set[str] = set()
+    extra_keys: set[str] = set()
+    has_id = False
+    job = CsvJob(config)
+    with tempfile.TemporaryFile("w+b", dir=out_dir) as spool:
+        pending: list[bytes] = []
+        size = 0
+        for data, inputs, outputs, extra, task_has_id in parallel.results(tasks, fmt, job, config, options):
+            pending.append(len(data).to_bytes(8, "little"))
+            pending.append(data)
+            size += len(data)
+            if size >= 1 << 20:
+                spool.write(b"".join(pending))
+                pending, size = [], 0
+            input_keys.update(inputs)
+            output_keys.update(outputs)
+            if extra:
+                extra_keys.update(extra)
+            has_id = has_id or task_has_id
+        spool.write(b"".join(pending))
 
         colliding = input_keys & output_keys
         keys = set(_FIXED) | output_keys | extra_keys
         keys |= {f"_data_{k}" if k in colliding else k for k in input_keys}
         if has_id:
             keys.add("id")
+        fieldnames = sorted(keys)
         path = out_dir / filename
-        spool.seek(0)
+        empty = _cell("")  # DictWriter's restval
         with open(path, "w", encoding="utf-8", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=sorted(keys), quoting=csv.QUOTE_NONNUMERIC, delimiter=sep)
-            writer.writeheader()
-            for line in spool:
-                task_id, inputs, outputs, meta = json.loads(line)
-                record = {}
-                if task_id is not None:
-                    record["id"] = task_id
-                record.update(outputs)
-                for k, v in inputs.items():
-                    record[f"_data_{k}" if k in colliding else k] = v
+            out.write(sep.join(map(_cell, fieldnames)) + "\r\n")  # DictWriter.writeheader
+            lines = []
+            for record, inputs, meta in _read_spool(spool):  # cells: id and outputs, data, meta
+                if colliding:
+                    for k, v in inputs.items():
+                        record[f"_data_{k}" if k in colliding else k] = v
+                else:
+                    record.update(inputs)
                 record.update(meta)
-                writer.writerow(record)
+                lines.append(sep.join([record.get(k, empty) for k in fieldnames]))
+                if len(lines) >= _WRITE_BATCH:
+                    lines.append("")
+                    out.write("\r\n".join(lines))
+                    lines = []
+            if lines:
+                lines.append("")
+                out.write("\r\n".join(lines))
     return [path]
+
+
+def _cell(value: object) -> str:
+    """One cell as ``csv.writer(quoting=QUOTE_NONNUMERIC)`` writes it (for either delimiter: every
+    string is quoted). Values other than str, None, int and float go through the csv module."""
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"' if '"' in value else '"' + value + '"'
+    if value is None:
+        return '""'
+    if isinstance(value, (int, float)):  # bool too: True
+        return str(value)
+    probe = io.StringIO()
+    csv.writer(probe, quoting=csv.QUOTE_NONNUMERIC, lineterminator="").writerow([value])
+    return probe.getvalue()
 
 
 def _transcript(pretty: object) -> str:
@@ -108,11 +181,11 @@ def _transcript(pretty: object) -> str:
 
 
 def convert_csv(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
-    return _convert(tasks, config, out_dir, options, ",", "result.csv")
+    return _convert(tasks, config, out_dir, options, ",", "result.csv", "CSV")
 
 
 def convert_tsv(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
-    return _convert(tasks, config, out_dir, options, "\t", "result.tsv")
+    return _convert(tasks, config, out_dir, options, "\t", "result.tsv", "TSV")
 
 
 CSV = register(
@@ -133,3 +206,6 @@ TSV = register(
         extension="tsv",
     )
 )
+
+parallel.register_job("CSV", CsvJob)
+parallel.register_job("TSV", CsvJob)

@@ -8,7 +8,7 @@ except JSON is built from these items, so this module reproduces that step exact
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,9 @@ class MalformedTask(ValueError):
     pass
 
 
+_MISS = object()
+
+
 def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -> list[Item]:
     """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task)."""
     if not isinstance(task, dict):
@@ -124,13 +127,16 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
             kept.append(a)
     if not kept:
         return []
-    kept.sort(key=_created_key, reverse=True)
+    if len(kept) > 1:
+        kept.sort(key=_created_key, reverse=True)
 
-    controls = config.controls
+    control_types = config.control_type_map
+    match_cache = config._match_cache
     match = config.match_control
-    no_schema = not controls
+    no_schema = not control_types
+    completed = [_user_id(a["completed_by"]) if "completed_by" in a else None for a in kept]
     items = []
-    for a in kept:
+    for a, who in zip(kept, completed, strict=True):
         result = a.get("result") or []
         if not isinstance(result, list):
             raise MalformedTask(f'annotation {a.get("id")}: "result" is not a list')
@@ -141,13 +147,18 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
             from_name = r.get("from_name")
             if not from_name:
                 continue
-            tag_name = match(from_name) if isinstance(from_name, str) else None
+            if isinstance(from_name, str):
+                tag_name = match_cache.get(from_name, _MISS)
+                if tag_name is _MISS:
+                    tag_name = match(from_name)
+            else:
+                tag_name = None
             if tag_name:
                 value = r.get("value")
                 if not isinstance(value, dict):
                     raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')} has no value")
-                v = dict(value)
-                v["type"] = controls[tag_name].type
+                v = value.copy()
+                v["type"] = control_types[tag_name]
                 if "original_width" in r:
                     v["original_width"] = r["original_width"]
                 if "original_height" in r:
@@ -167,27 +178,28 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
                     v["original_height"] = r["original_height"]
             else:
                 continue
-            outputs.setdefault(from_name, []).append(v)
-        items.append(
-            Item(
-                id=task_id,
-                input=data,
-                output=outputs,
-                completed_by=_user_id(a["completed_by"]) if "completed_by" in a else None,
-                annotation_id=a.get("id"),
-                created_at=a.get("created_at"),
-                updated_at=a.get("updated_at"),
-                lead_time=a.get("lead_time"),
-                history=a.get("history"),
-                was_cancelled=a.get("was_cancelled"),
-                extra=extra,
-            )
-        )
+            values = outputs.get(from_name)
+            if values is None:
+                outputs[from_name] = [v]
+            else:
+                values.append(v)
+        items.append(Item(task_id, data, outputs, who, a.get("id"), a.get("created_at"), a.get("updated_at"),
+                          a.get("lead_time"), a.get("history"), a.get("was_cancelled"), extra))
     return items
 
 
 def task_id_of(task: object) -> object:
     return task.get("id", "?") if isinstance(task, dict) else "?"
+
+
+def task_items_or_warn(task: object, config: LabelConfig, warn: Callable[[object, str], None],
+                       with_region_ids: bool = False) -> list[Item]:
+    """``task_items``; a malformed task is reported through ``warn`` and gives no items."""
+    try:
+        return task_items(task, config, with_region_ids)  # type: ignore[arg-type]
+    except (MalformedTask, KeyError, TypeError, AttributeError, ValueError) as exc:
+        warn(task_id_of(task), str(exc) or type(exc).__name__)
+        return []
 
 
 def iter_task_items(
@@ -206,7 +218,13 @@ def iter_task_items(
 def iter_items(
     tasks: Iterable[dict], config: LabelConfig, options: ConvertOptions, with_region_ids: bool = False
 ) -> Iterator[Item]:
-    for _task, items in iter_task_items(tasks, config, options, with_region_ids):
+    warn = options.warn
+    for task in tasks:
+        try:
+            items = task_items(task, config, with_region_ids)
+        except (MalformedTask, KeyError, TypeError, AttributeError, ValueError) as exc:
+            warn(task_id_of(task), str(exc) or type(exc).__name__)
+            continue
         yield from items
 
 

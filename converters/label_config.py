@@ -61,6 +61,7 @@ class LabelConfig:
     xml: str = ""
     _patterns: list[tuple[re.Pattern[str], str, int]] = field(default_factory=list, repr=False)
     _match_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
+    _type_map: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, control in self.controls.items():
@@ -70,6 +71,14 @@ class LabelConfig:
             for variable, rx in control.regex.items():
                 pattern = pattern.replace(variable, rx)
             self._patterns.append((re.compile(pattern), name, len(pattern)))
+
+    @property
+    def control_type_map(self) -> dict[str, str]:
+        """Control name -> tag type (``RectangleLabels``...), cached."""
+        cached = self._type_map
+        if cached is None or len(cached) != len(self.controls):
+            cached = self._type_map = {name: c.type for name, c in self.controls.items()}
+        return cached
 
     @property
     def data_keys(self) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["span_tokenize"]
+__all__ = ["span_tokenize", "token_starts", "tokenize"]
 
 _STARTING_QUOTES = [
     (re.compile(r"^\""), r"``"),
@@ -51,40 +51,93 @@ _CONTRACTIONS3 = [re.compile(r"(?i) ('t)(?#X)(is)\b"), re.compile(r"(?i) ('t)(?#
 _QUOTES = re.compile(r"``|'{2}|\"")
 
 
+# A text whose lower case contains none of these cannot match any of _CONTRACTIONS2.
+_CONTRACTION_WORDS = ("cannot", "d'ye", "gimme", "gonna", "gotta", "lemme", "more'n", "wanna")
+# What the regex engine's case-insensitive matching equates with ASCII letters beyond lower():
+# dotless i, long s, and the combining dot that "İ".lower() leaves after the "i".
+_FOLD = (("\u0131", "i"), ("\u017f", "s"), ("\u0307", ""))
+_PUNCT_COLON = _PUNCTUATION[:2]
+_PUNCT_PERIOD = _PUNCTUATION[4]
+_PUNCT_QUOTE = _PUNCTUATION[6]
+# Substituting each character of a class by " <char> " is the same as one str.replace per character.
+_SYMBOLS = tuple((c, f" {c} ") for c in ";@#$/%&")  # [;@#$/%&]
+_QMARKS = tuple((c, f" {c} ") for c in "?!")  # [?!]
+_PARENS = tuple((c, f" {c} ") for c in "][(){}<>")  # [\]\[\(\)\{\}\<\>]
+_STARTING_QUOTE_3 = _STARTING_QUOTES[2][0]
+
+
 def tokenize(text: str) -> list[str]:
-    """``TreebankWordTokenizer().tokenize(text)`` with Label Studio's punctuation rules."""
-    for regexp, substitution in _STARTING_QUOTES:
-        text = regexp.sub(substitution, text)
-    for regexp, substitution in _PUNCTUATION:
-        text = regexp.sub(substitution, text)
-    regexp, substitution = _PARENS_BRACKETS
-    text = regexp.sub(substitution, text)
-    regexp, substitution = _DOUBLE_DASHES
-    text = regexp.sub(substitution, text)
+    """``TreebankWordTokenizer().tokenize(text)`` with Label Studio's punctuation rules.
+
+    The substitutions run in NLTK's order. Literal ones are done with ``str.replace`` /
+    ``str.replace`` (same result as the regex), and one is skipped only when the text cannot
+    match it (e.g. no quote character at all), which leaves the result unchanged.
+    """
+    if '"' in text or "`" in text or "''" in text:
+        if text.startswith('"'):  # ^\"  ->  ``
+            text = "``" + text[1:]
+        text = text.replace("``", " `` ")  # (``)  ->  " \1 "
+        text = _STARTING_QUOTE_3.sub(r"\1 `` ", text)
+    if ":" in text or "," in text:
+        for regexp, substitution in _PUNCT_COLON:
+            text = regexp.sub(substitution, text)
+    text = text.replace("...", " ... ")
+    for char, spaced in _SYMBOLS:
+        if char in text:
+            text = text.replace(char, spaced)
+    if "." in text:
+        text = _PUNCT_PERIOD[0].sub(_PUNCT_PERIOD[1], text)
+    for char, spaced in _QMARKS:
+        if char in text:
+            text = text.replace(char, spaced)
+    if "' " in text:
+        text = _PUNCT_QUOTE[0].sub(_PUNCT_QUOTE[1], text)
+    for char, spaced in _PARENS:
+        if char in text:
+            text = text.replace(char, spaced)
+    text = text.replace("--", " -- ")
     text = " " + text + " "
-    for regexp, substitution in _ENDING_QUOTES:
-        text = regexp.sub(substitution, text)
-    for regexp in _CONTRACTIONS2:
-        text = regexp.sub(r" \1 \2 ", text)
-    for regexp in _CONTRACTIONS3:
-        text = regexp.sub(r" \1 \2 ", text)
+    if "'" in text or '"' in text:
+        text = text.replace("''", " '' ").replace('"', " '' ")
+        for regexp, substitution in _ENDING_QUOTES[2:]:
+            text = regexp.sub(substitution, text)
+    lower = text.lower()
+    if not lower.isascii():
+        for char, folded in _FOLD:
+            if char in lower:
+                lower = lower.replace(char, folded)
+    for word in _CONTRACTION_WORDS:
+        if word in lower:
+            for regexp in _CONTRACTIONS2:
+                text = regexp.sub(r" \1 \2 ", text)
+            break
+    if "'t" in lower:
+        for regexp in _CONTRACTIONS3:
+            text = regexp.sub(r" \1 \2 ", text)
     return text.split()
 
 
-def span_tokenize(text: str) -> list[tuple[int, int]]:
-    """(start, end) code-point offsets of the tokens of ``text``."""
+def token_starts(text: str) -> tuple[list[str], list[int]]:
+    """The tokens as they appear in ``text`` and their start offsets (code points)."""
     raw = tokenize(text)
     if '"' in text or "''" in text:
         matched = iter(m.group() for m in _QUOTES.finditer(text))
         tokens = [next(matched) if tok in ('"', "``", "''") else tok for tok in raw]
     else:
         tokens = raw
-    spans = []
+    starts = []
     point = 0
+    find = text.find
     for token in tokens:
-        start = text.find(token, point)
+        start = find(token, point)
         if start < 0:
             raise ValueError(f'substring "{token}" not found in "{text}"')
         point = start + len(token)
-        spans.append((start, point))
-    return spans
+        starts.append(start)
+    return tokens, starts
+
+
+def span_tokenize(text: str) -> list[tuple[int, int]]:
+    """(start, end) code-point offsets of the tokens of ``text``."""
+    tokens, starts = token_starts(text)
+    return [(start, start + len(token)) for token, start in zip(tokens, starts, strict=True)]

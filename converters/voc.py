@@ -89,12 +89,15 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
             url = item.input[data_key]
             if not isinstance(url, str):
                 raise TypeError(f"data[{data_key!r}] is not an image URL")
-            image_name = raw_basename(url)
+            # a downloaded image: its file name and channel count, as Label Studio reads them
+            info = options.image_info(url) if options.image_info is not None else None
+            image_name = info.name if info is not None else raw_basename(url)
+            depth = info.channels if info is not None and info.channels else 3
             boxes = [v for values in item.output.values() for v in values]
             if not boxes or "original_width" not in boxes[0] or "original_height" not in boxes[0]:
                 continue
             xml = voc_xml(image_name, annotator(item, ""), boxes[0]["original_width"],
-                          boxes[0]["original_height"], 3, boxes)
+                          boxes[0]["original_height"], depth, boxes)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             options.warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
             continue

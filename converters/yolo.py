@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
+from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .items import Item, iter_items
+from .fastio import SmallFiles
+from .items import task_items_or_warn
 from .label_config import LabelConfig
 from .media import label_basename
 
@@ -85,18 +87,24 @@ def _obb_box(label: dict) -> list[float] | None:
     return [v for cx, cy in corners for v in (cx / ow, cy / oh)]
 
 
-def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict], obb: bool) -> list[str]:
+def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict], obb: bool,
+           main: bool = True) -> list[str]:
+    """Label lines of one item. Labels missing from ``name_to_id`` are added to it and to
+    ``categories`` only when the whole item succeeds (a failing region leaves them untouched);
+    outside the main process such an item raises ``parallel.Redo``."""
     lines = []
+    added: dict[str, int] = {}
     for label in labels:
         names: list[str] = []
         for key in ("rectanglelabels", "polygonlabels", "labels"):
             if key in label and len(label[key]) > 0:
                 names.extend(label[key])
         for name in names:
-            if name not in name_to_id:
-                name_to_id[name] = len(categories)
-                categories.append({"id": len(categories), "name": name})
-            category_id = name_to_id[name]
+            category_id = name_to_id.get(name)
+            if category_id is None:
+                category_id = added.get(name)
+                if category_id is None:
+                    category_id = added[name] = len(categories) + len(added)
             if "rectanglelabels" in label or "rectangle" in label or "labels" in label:
                 values = _obb_box(label) if obb else _yolo_box(label)
                 if values is None:
@@ -107,7 +115,12 @@ def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict
                 values = [c / 100 for point in label["points"] for c in (point[0], point[1])]
             else:
                 raise ValueError(f"unknown label type {label.get('type')}")
-            lines.append(" ".join(str(v) for v in [category_id, *values]) + "\n")
+            lines.append(" ".join(map(str, (category_id, *values))) + "\n")
+    if added and not main:
+        raise parallel.Redo
+    for name, category_id in added.items():
+        name_to_id[name] = category_id
+        categories.append({"id": category_id, "name": name})
     return lines
 
 
@@ -138,52 +151,82 @@ def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str])
     return "\n".join(out)
 
 
+class YoloJob:
+    """One task -> [(label file name, text, or None for an empty file that must not replace one)]."""
+
+    def __init__(self, config: LabelConfig, obb: bool = False) -> None:
+        self.config = config
+        self.obb = obb
+        self.is_keypoints = bool(config.controls_of_type("KeyPointLabels"))
+        if self.is_keypoints:
+            kp_names = keypoint_labels(config)
+            rect_names = config.labels_of_type("RectangleLabels")
+            self.categories = [{"id": i, "name": n, "keypoints": kp_names} for i, n in enumerate(rect_names)]
+            self.name_to_id = {n: i for i, n in enumerate(rect_names)}
+            self.order = keypoint_order(config)
+        else:
+            self.categories, self.name_to_id = label_categories(config)
+            self.order = []
+        self.data_key = config.data_keys[0]
+
+    def process(self, task: object, warn: Callable[[object, str], None],
+                main: bool) -> list[tuple[str, bytes | None]] | None:
+        items = task_items_or_warn(task, self.config, warn, with_region_ids=self.is_keypoints)
+        if not items:
+            return None
+        data_key = self.data_key
+        out: list[tuple[str, bytes | None]] = []
+        last_url, name = None, ""  # the items of one task share the image
+        for item in items:
+            try:
+                paths = item.input[data_key]
+                if isinstance(paths, str):
+                    url = paths
+                else:
+                    paths = list(paths)
+                    url = paths[-1] if paths else None
+                if not isinstance(url, str) or not url:
+                    raise ValueError(f"no image path in data[{data_key!r}]")
+                if url != last_url:
+                    name = os.path.splitext(label_basename(url))[0][: 255 - 4] + ".txt"
+                    last_url = url
+                output = item.output
+                if len(output) == 1:
+                    labels = next(iter(output.values()))
+                else:
+                    labels = [v for values in output.values() for v in values]
+                if not labels:
+                    out.append((name, None))
+                    continue
+                if self.is_keypoints:
+                    text = _keypoint_text(labels, self.categories, self.order)
+                else:
+                    text = "".join(_lines(labels, self.name_to_id, self.categories, self.obb, main))
+            except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError) as exc:
+                warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
+                continue
+            out.append((name, text.encode("utf-8")))
+        return out or None
+
+
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              obb: bool) -> list[Path]:
     label_dir = out_dir / "labels"
     image_dir = out_dir / "images"
     label_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
-    is_keypoints = bool(config.controls_of_type("KeyPointLabels"))
-    if is_keypoints:
-        kp_names = keypoint_labels(config)
-        rect_names = config.labels_of_type("RectangleLabels")
-        categories = [{"id": i, "name": n, "keypoints": kp_names} for i, n in enumerate(rect_names)]
-        name_to_id = {n: i for i, n in enumerate(rect_names)}
-        order = keypoint_order(config)
-    else:
-        categories, name_to_id = label_categories(config)
-        order = []
-    data_key = config.data_keys[0]
+    job = YoloJob(config, obb)
     written: set[str] = set()  # label file names (small strings; returned at the end)
-    item: Item
-    for item in iter_items(tasks, config, options, with_region_ids=is_keypoints):
-        try:
-            paths = item.input[data_key]
-            paths = [paths] if isinstance(paths, str) else list(paths)
-            if not paths or not isinstance(paths[-1], str) or not paths[-1]:
-                raise ValueError(f"no image path in data[{data_key!r}]")
-            stem = os.path.splitext(label_basename(paths[-1]))[0][: 255 - 4]
-            label_path = label_dir / f"{stem}.txt"
-            labels = [v for values in item.output.values() for v in values]
-            if not labels:
-                if not label_path.exists():
-                    label_path.touch()
-                    written.add(label_path.name)
-                continue
-            if is_keypoints:
-                text = _keypoint_text(labels, categories, order)
-            else:
-                # work on copies so a failing region leaves the class list untouched
-                cats, ids = list(categories), dict(name_to_id)
-                text = "".join(_lines(labels, ids, cats, obb))
-                categories[:], name_to_id = cats, ids
-        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError) as exc:
-            options.warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
-            continue
-        with open(label_path, "w", encoding="utf-8") as f:
-            f.write(text)
-        written.add(label_path.name)
+    fmt = "YOLO_OBB" if obb else "YOLO"
+    with SmallFiles(label_dir) as files:
+        for labels in parallel.results(tasks, fmt, job, config, options):
+            for name, data in labels:
+                if data is None:
+                    files.touch(name)  # an existing file keeps its content
+                else:
+                    files.write(name, data)
+                written.add(name)
+    categories = job.categories
     classes = out_dir / "classes.txt"
     with open(classes, "w", encoding="utf-8") as f:
         f.writelines(c["name"] + "\n" for c in categories)
@@ -197,7 +240,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
             f,
             indent=2,
         )
-    return [classes, notes, *(label_dir / name for name in written)]
+    return [classes, notes, *(label_dir / name for name in sorted(written))]
 
 
 def convert_yolo(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
@@ -224,3 +267,6 @@ YOLO_OBB = register(
         convert_fn=convert_obb,
     )
 )
+
+parallel.register_job("YOLO", YoloJob)
+parallel.register_job("YOLO_OBB", lambda config: YoloJob(config, obb=True))

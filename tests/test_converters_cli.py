@@ -219,3 +219,96 @@ def test_is_database_url(tmp_path):
     assert cli.is_database_url("label_studio.sqlite3")
     assert not cli.is_database_url("export.json")
     assert not cli.is_database_url(str(tmp_path / "dir.sqlite3"))
+
+
+# ------------------------------------------------------------------ --download-images
+
+@pytest.fixture
+def image_server():
+    """The fixture's uploaded images over HTTP on 127.0.0.1 (anything else: 404)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(EXPORTS / "image-bbox" / "COCO_WITH_IMAGES" / "images"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _served_export(base: str, path: Path) -> list[dict]:
+    """image-bbox tasks with their images on the local server (external ones: 404 there)."""
+    tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
+    for task in tasks:
+        url = task["data"]["image"]
+        if url.startswith("/data/upload/"):
+            task["data"]["image"] = f"{base}/{url.rsplit('/', 1)[1]}"
+        elif url.startswith("http"):
+            task["data"]["image"] = f"{base}/missing/{url.rsplit('/', 1)[1]}"
+    path.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    return tasks
+
+
+def test_download_images_coco_sizes_from_the_files(tmp_path, capsys, image_server):
+    tasks = _served_export(image_server, tmp_path / "in.json")
+    export = EXPORTS / "image-bbox"
+    rc = run(["convert", str(tmp_path / "in.json"), "-f", "COCO", "--label-config", str(export / "label_config.xml"),
+              "--out", str(tmp_path / "out"), "--download-images"])
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    # one line per image that failed: the percent-encoded upload and the external URLs (404), the s3 image
+    failed = {12, 15, 16, 17}
+    assert len(err) == len(failed), err
+    assert all(line.startswith("warning: task ") and " not downloaded: " in line for line in err)
+    assert {int(line.split()[2].rstrip(":")) for line in err} == failed
+    assert any("s3://" in line and "Store interface has no get/read method" in line for line in err)
+    assert any("HTTP 404" in line for line in err)
+    from converters.media import label_basename
+
+    downloaded = {label_basename(t["data"]["image"]) for t in tasks if t["id"] not in failed}
+    assert {p.name for p in (tmp_path / "out" / "images").iterdir()} == downloaded
+    ours = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))["images"]
+    theirs = json.loads((export / "COCO_WITH_IMAGES" / "result.json").read_text(encoding="utf-8"))["images"]
+    # Label Studio read the uploaded files too: the same sizes, also for tasks without annotations
+    for mine, ls in zip(ours[:9], theirs[:9], strict=True):
+        assert (mine["width"], mine["height"]) == (ls["width"], ls["height"])
+    # every downloaded image is named in result.json by its place in images/
+    existing = {m["file_name"] for m in ours if (tmp_path / "out" / m["file_name"]).is_file()}
+    assert existing == {"images/" + name for name in downloaded}
+
+
+def test_download_images_voc_depth_and_yolo_images(tmp_path, capsys, image_server):
+    _served_export(image_server, tmp_path / "in.json")
+    config = str(EXPORTS / "image-bbox" / "label_config.xml")
+    assert run(["convert", str(tmp_path / "in.json"), "-f", "VOC", "--label-config", config,
+                "--out", str(tmp_path / "voc"), "--download-images", "--download-workers", "2"]) == 0
+    depths = {}
+    for xml in (tmp_path / "voc" / "Annotations").iterdir():
+        text = xml.read_text(encoding="utf-8")
+        depths[xml.stem.split("__", 1)[-1]] = int(text.split("<depth>")[1].split("<")[0])
+    assert depths["50edc874-street_003"] == 1  # the grayscale image, as in Label Studio's VOC
+    assert depths["62f8e6ba-street_000"] == 3
+    assert len(list((tmp_path / "voc" / "images").iterdir())) == 7
+    capsys.readouterr()
+    assert run(["convert", str(tmp_path / "in.json"), "-f", "YOLO", "--label-config", config,
+                "--out", str(tmp_path / "yolo"), "--download-images", "--zip"]) == 0
+    with zipfile.ZipFile(tmp_path / "yolo.zip") as zf:
+        images = [n for n in zf.namelist() if n.startswith("images/") and n != "images/"]
+        labels = [n for n in zf.namelist() if n.startswith("labels/") and n != "labels/"]
+    assert len(images) == 7 and len(labels) == 11
+    # every downloaded image pairs with its label file
+    assert {Path(n).stem for n in images} <= {Path(n).stem for n in labels}
+
+
+def test_download_images_only_for_image_formats(tmp_path, capsys):
+    rc = run(["convert", str(EXPORTS / "image-bbox" / "JSON.json"), "-f", "CSV", "--out", str(tmp_path / "o"),
+              "--download-images"])
+    assert rc == 2
+    assert capsys.readouterr().err.startswith("error: --download-images applies to COCO, VOC, YOLO, YOLO_OBB")

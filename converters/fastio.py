@@ -1,0 +1,197 @@
+"""Output helpers: many small files written by a background thread, JSON encoding.
+
+``SmallFiles`` writes files into one directory with ``os.open``/``os.write`` (no ``open()`` and
+no text wrapper per file) on one background thread, so the file system's work overlaps with the
+conversion. Writes are applied in the order they were asked for (a later write of the same name
+wins, as with direct writes) and the queue is bounded, so memory does not grow with the number
+of files. The first error (disk full, name too long...) is raised from the next call, or from
+``close()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+try:  # optional accelerator, never required
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+__all__ = ["SmallFiles", "compact_json"]
+
+_json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
+
+
+def compact_json(value: object) -> str:
+    """Exactly ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, faster.
+
+    orjson (when installed) writes the same bytes except for floats that Python writes with an
+    exponent (``1e-05``, ``1e+16``), NaN/Infinity (orjson: ``null``), integers beyond 64 bits and
+    non-string keys (orjson: error). Output that may hold any of these (a digit followed by
+    ``e``, ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by the
+    json module instead.
+    """
+    if _orjson is not None:
+        try:
+            raw = _orjson.dumps(value)
+        except TypeError:
+            return _json_compact(value)
+        if b"0e" in raw.translate(_DIGITS_TO_0) or b"0.0000" in raw or (b"null" in raw and _non_finite(value)):
+            return _json_compact(value)
+        return raw.decode("utf-8")
+    return _json_compact(value)
+
+
+_INF = float("inf")
+
+
+def _non_finite(value: object) -> bool:
+    """True if ``value`` holds a NaN or infinite float anywhere (orjson writes those as null)."""
+    if isinstance(value, float):
+        return value != value or value == _INF or value == -_INF
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    return False
+
+_BATCH = 512  # files per hand-over to the writer thread
+_MAX_PENDING = 16  # batches queued at most
+
+_CREATE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_REPLACE = _CREATE | os.O_TRUNC
+
+
+class SmallFiles:
+    """Writes small files into ``directory`` (which must exist) from a background thread."""
+
+    def __init__(self, directory: Path, threaded: bool = True) -> None:
+        self.directory = Path(directory)
+        self._dir_fd: int | None = None
+        if hasattr(os, "O_DIRECTORY") and os.open in os.supports_dir_fd:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._batch: list[tuple[str, bytes | None]] = []
+        self._queue: deque[list[tuple[str, bytes | None]]] = deque()
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="converters-writer", daemon=True)
+            self._thread.start()
+
+    # ----------------------------------------------------------------- producer side
+
+    def write(self, name: str, data: bytes) -> None:
+        """Create or replace ``name`` with ``data``."""
+        self._batch.append((name, data))
+        if len(self._batch) >= _BATCH:
+            self._flush()
+
+    def touch(self, name: str) -> None:
+        """Create ``name`` empty unless it exists (an existing file keeps its content)."""
+        self._batch.append((name, None))
+        if len(self._batch) >= _BATCH:
+            self._flush()
+
+    def close(self) -> None:
+        """Write everything still queued; raises the first write error."""
+        if self._closed:
+            return
+        try:
+            self._flush()
+            if self._thread is not None:
+                with self._cond:
+                    self._closed = True
+                    self._cond.notify_all()
+                self._thread.join()
+        finally:
+            self._closed = True
+            if self._dir_fd is not None:
+                os.close(self._dir_fd)
+                self._dir_fd = None
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop without raising (used when the conversion itself failed)."""
+        self._batch = []
+        with self._cond:
+            self._queue.clear()
+        try:
+            self.close()
+        except BaseException:  # noqa: BLE001 - the conversion's own error is the one to report
+            pass
+
+    def __enter__(self) -> SmallFiles:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if self._error is not None:
+            raise self._error
+        if not batch:
+            return
+        if self._thread is None:
+            self._write_batch(batch)
+            return
+        with self._cond:
+            while len(self._queue) >= _MAX_PENDING and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._queue.append(batch)
+            self._cond.notify_all()
+
+    # ----------------------------------------------------------------- writer side
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._queue.popleft()
+                self._cond.notify_all()
+            try:
+                self._write_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                with self._cond:
+                    self._error = exc
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
+
+    def _write_batch(self, batch: list[tuple[str, bytes | None]]) -> None:
+        dir_fd = self._dir_fd
+        prefix = "" if dir_fd is not None else os.fspath(self.directory) + os.sep
+        opener = os.open
+        write = os.write
+        close = os.close
+        for name, data in batch:
+            try:
+                if data is None:
+                    close(opener(prefix + name, _CREATE, 0o666, dir_fd=dir_fd))
+                    continue
+                fd = opener(prefix + name, _REPLACE, 0o666, dir_fd=dir_fd)
+            except OSError as exc:
+                exc.filename = os.path.join(self.directory, name)
+                raise
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[write(fd, view):]
+            finally:
+                close(fd)

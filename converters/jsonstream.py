@@ -1,0 +1,405 @@
+"""Streaming reader for big JSON exports: the elements of a top-level array, one at a time.
+
+Label Studio's JSON export is one array of task objects (hundreds of MB for 100k tasks), so it
+is never loaded whole. Two ways of finding the elements, with identical results:
+
+* **exact** (always available): ``json.JSONDecoder.raw_decode`` on decoded text windows.
+* **fast** (when ``orjson`` is installed; it is optional): the end of an object element is
+  guessed at the next occurrence of the separator seen between the previous two elements
+  (e.g. ``},{"id":``) where the counts of ``{``/``}`` and ``[``/``]`` balance, and the guess is
+  checked by parsing exactly that slice with ``orjson``. Starting from a true element start, a
+  slice that parses as one JSON object ends at the true end of that object (objects are
+  prefix-free), so every accepted guess is right. Any miss (brackets inside strings, a
+  different separator, NaN or huge integers that orjson refuses, the last element) falls back
+  to the exact way for that one element.
+
+Memory: the current buffer (a few MB) plus one element.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+try:  # optional accelerator, never required
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+
+__all__ = ["JSONStreamError", "have_orjson", "iter_array_batches", "iter_array_file", "loads"]
+
+_WS = b" \t\r\n"
+_SEP_PREFIX = 12  # bytes of the next element's start that belong to the learned separator
+_MAX_GUESS = 64 << 20  # an element longer than this is read the exact way
+# orjson turns integers beyond 64 bits into floats (json keeps them exact): an element with a
+# run of 19+ digits is read the exact way. Digits map to "0", everything else to " ".
+_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
+
+
+class JSONStreamError(ValueError):
+    """The file is not a JSON array (message without the file name)."""
+
+
+def have_orjson() -> bool:
+    return _orjson is not None
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads`` with orjson when it is installed and accepts the input."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+class _Reader:
+    """A byte buffer over a binary file, refilled on demand."""
+
+    __slots__ = ("f", "buf", "pos", "eof", "chunk", "base")
+
+    def __init__(self, f: BinaryIO, chunk: int, base: int = 0) -> None:
+        self.f = f
+        self.chunk = max(chunk, 1)
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self.base = base  # file offset of buf[0]
+
+    def fill(self, at_least: int = 0) -> bool:
+        """Read more (keeping bytes from ``pos`` on); False at end of file."""
+        if self.eof:
+            return False
+        want = max(self.chunk, at_least, len(self.buf) - self.pos)
+        more = self.f.read(want)
+        if not more:
+            self.eof = True
+            return False
+        self.base += self.pos
+        self.buf = self.buf[self.pos:] + more
+        self.pos = 0
+        return True
+
+    def skip_ws(self) -> bool:
+        """Move past whitespace; False if only whitespace is left."""
+        while True:
+            buf, pos, n = self.buf, self.pos, len(self.buf)
+            while pos < n and buf[pos] in _WS:
+                pos += 1
+            self.pos = pos
+            if pos < n:
+                return True
+            if not self.fill():
+                return False
+
+
+def _exact(reader: _Reader) -> Any:
+    """Decode the JSON value at ``reader.pos`` exactly (json module) and move past it."""
+    return _exact_span(reader)[0]
+
+
+def _exact_span(reader: _Reader) -> tuple[Any, int]:
+    """``_exact``, also giving where the value starts in ``reader.buf`` (which refills may move)."""
+    decoder = json.JSONDecoder()
+    size = 1 << 16
+    while True:
+        end = min(len(reader.buf), reader.pos + size)
+        window = reader.buf[reader.pos:end]
+        cut = len(window)
+        if end < len(reader.buf) or not reader.eof:
+            # do not split a UTF-8 sequence: back off over continuation bytes
+            while cut > 0 and (window[cut - 1] & 0xC0) == 0x80:
+                cut -= 1
+            if cut > 0 and window[cut - 1] >= 0xC0:
+                cut -= 1
+        complete = end >= len(reader.buf) and reader.eof
+        try:
+            text = window[:cut].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JSONStreamError(f"not UTF-8 text ({exc.reason})") from None
+        try:
+            value, stop = decoder.raw_decode(text)
+        except json.JSONDecodeError as exc:
+            if complete:
+                raise JSONStreamError(f"invalid JSON ({exc.msg} near byte {reader.base + reader.pos + exc.pos})"
+                                      ) from None
+            stop = -1
+        if not complete and (stop == len(text) or stop > 0 and text[stop] in "0123456789.eE+-"):
+            stop = -1  # a number may go on after the window
+        if stop >= 0:
+            start = reader.pos
+            reader.pos += len(text[:stop].encode("utf-8"))
+            return value, start
+        if end >= len(reader.buf):
+            reader.fill(reader.chunk)  # keeps bytes from pos on
+        size *= 2
+
+
+_SEPARATOR = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*|\])")
+
+
+def _open_array(reader: _Reader, inside: bool) -> bool:
+    """Move to the first element; False for an empty array."""
+    if inside:
+        if not reader.skip_ws():
+            raise JSONStreamError("unexpected end of file inside the task array")
+        return True
+    if not reader.skip_ws():
+        raise JSONStreamError("file is empty")
+    if reader.buf[reader.pos] != 0x5B:  # [
+        raise JSONStreamError("not a JSON array")
+    reader.pos += 1
+    if not reader.skip_ws():
+        raise JSONStreamError("unexpected end of file inside the task array")
+    return reader.buf[reader.pos] != 0x5D  # ]
+
+
+def _next_element(reader: _Reader, learn: bool) -> tuple[bool, bytes, int]:
+    """Move past the separator after an element: (more elements follow, separator, skip).
+
+    With ``learn``, the separator is "}" + the bytes between the elements + the start of the
+    next one up to its first key (empty when the next element is not an object), and ``skip``
+    the length of what lies between the two elements.
+    """
+    if len(reader.buf) - reader.pos < 4096 and not reader.eof:
+        reader.fill(4096)
+    m = _SEPARATOR.match(reader.buf, reader.pos)
+    if m is None or m.end() == len(reader.buf):
+        # rare: long whitespace, or the buffer ends inside it
+        if not reader.skip_ws():
+            raise JSONStreamError("unexpected end of file inside the task array")
+        here = reader.buf[reader.pos]
+        if here == 0x5D:  # ]
+            return False, b"", 0
+        if here != 0x2C:  # ,
+            raise JSONStreamError("expected ',' or ']' after a task")
+        reader.pos += 1
+        if not reader.skip_ws():
+            raise JSONStreamError("unexpected end of file inside the task array")
+        return True, b"", 0
+    gap = m.group()
+    if gap[-1] == 0x5D:  # ]
+        return False, b"", 0
+    reader.pos = m.end()
+    if learn and reader.buf[reader.pos] == 0x7B:
+        head = reader.buf[reader.pos:reader.pos + _SEP_PREFIX]
+        quote = head.find(b'"', 2)  # up to the end of the first key
+        if quote > 0:
+            head = head[:quote + 1]
+        return True, b"}" + gap + head, len(gap)
+    return True, b"", 0
+
+
+def iter_array_file(f: BinaryIO, chunk: int = 1 << 22, inside: bool = False) -> Iterator[Any]:
+    """Elements of the top-level JSON array in the binary file ``f``.
+
+    With ``inside``, ``f`` is positioned at the start of an element inside the array (the
+    elements from there on are read). Raises :class:`JSONStreamError` when the file is not one
+    JSON array (empty, invalid JSON, not UTF-8, another top-level value).
+    """
+    reader = _Reader(f, chunk, f.tell() if inside else 0)
+    if not _open_array(reader, inside):
+        return
+    fast = _orjson is not None
+    orjson_loads = _orjson.loads if fast else None
+    decode_error = _orjson.JSONDecodeError if fast else ValueError
+    sep = b""  # learned: "}" + what lies between two elements + the start of the next one
+    skip = 0  # len(sep) - len(head): from the "}" to the next element's start
+    view_of = digits = b""  # the buffer that ``view`` and the digit map ``digits`` were made for
+    view = memoryview(b"")
+    long_run = -1  # first run of 19+ digits in that buffer
+    while True:
+        if sep:
+            # fast path: elements ending at the learned separator, while guesses hold
+            buf = reader.buf
+            pos = reader.pos
+            while True:
+                hit = buf.find(sep, pos)
+                if hit < 0:
+                    break
+                stop = hit + 1
+                if buf.count(b"{", pos, stop) != buf.count(b"}", pos, stop):
+                    # an inner separator (or braces inside strings): look further
+                    reader.pos = pos
+                    stop = _balanced_end(reader, sep, pos, hit)
+                    buf = reader.buf
+                    pos = reader.pos
+                    if stop < 0:
+                        hit = 0
+                        break
+                if buf is not view_of:
+                    view = memoryview(buf)
+                    digits = buf.translate(_DIGITS)
+                    view_of = buf
+                    long_run = digits.find(_LONG_RUN)
+                if 0 <= long_run < stop and digits.find(_LONG_RUN, pos, stop) >= 0:
+                    hit = 0
+                    break
+                try:
+                    value = orjson_loads(view[pos:stop])  # type: ignore[misc]
+                except decode_error:
+                    hit = 0
+                    break
+                yield value
+                pos = stop + skip
+            reader.pos = pos
+            if hit < 0 and not reader.eof:
+                reader.fill()  # more of the file, then go on guessing
+                if reader.pos < len(reader.buf):
+                    continue
+        value = _exact(reader)
+        yield value
+        more, sep, skip = _next_element(reader, fast and isinstance(value, dict))
+        if not more:
+            return
+
+
+def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -> Iterator[tuple]:
+    """Cut the top-level array in ``f`` into batches of elements without parsing them.
+
+    Yields, in file order:
+
+    * ``("value", offset, value)``: an element read here the exact way (the first one, to learn
+      the separator between elements, and any element whose braces do not balance);
+    * ``("batch", offset, raw)``: about ``size`` bytes holding whole elements and the separators
+      between them (no brackets), cut at the learned separator where the counts of braces and
+      brackets since the batch start balance;
+    * ``("rest", offset)``: no more cuts (another separator); the elements from ``offset`` on
+      must be read with ``iter_array_file(f, inside=True)``.
+
+    A cut is a guess (braces inside strings can fool the counts), checked by whoever parses the
+    batch: ``b"[" + raw + b"]"`` must be a JSON array (``iter_array_file`` raises otherwise).
+    Starting from a true element start, a batch that parses that way ends at a true element end,
+    so the next batch starts right too. When one does not parse, its elements and all after it
+    must be read again from its offset with ``iter_array_file(f, inside=True)``.
+
+    When the counts do not balance within twice ``size`` (brackets inside strings), the window
+    is cut element by element, and an element that does not balance is read the exact way.
+    """
+    reader = _Reader(f, chunk)
+    if not _open_array(reader, False):
+        return
+    while True:
+        # an element read the exact way, then cuts with the separator it teaches
+        value, at = _exact_span(reader)
+        yield "value", reader.base + at, value
+        more, sep, skip = _next_element(reader, isinstance(value, dict))
+        if not more:
+            return
+        if not sep:
+            yield "rest", reader.base + reader.pos
+            return
+        for cut in _cut_batches(reader, sep, skip, size):
+            if cut is None:
+                return  # the end of the array
+            yield cut
+        # the element at reader.pos must be read the exact way
+
+
+def _ensure(reader: _Reader, keep_from: int, upto: int) -> int:
+    """Refill until ``upto`` bytes from ``keep_from`` are buffered (or the file ends); returns the
+    shift (``keep_from``'s new index minus its old one)."""
+    if len(reader.buf) >= upto or reader.eof:
+        return 0
+    reader.pos = keep_from
+    while len(reader.buf) - reader.pos < upto - keep_from and reader.fill(upto - keep_from):
+        pass
+    return reader.pos - keep_from
+
+
+def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[tuple | None]:
+    """Batches from ``reader.pos`` on; None at the end of the array. Returns (without None) with
+    ``reader.pos`` at an element to read the exact way."""
+    while True:
+        start = reader.pos
+        start += _ensure(reader, start, start + 2 * size + len(sep))
+        reader.pos = start
+        buf = reader.buf
+        scan = start
+        braces = brackets = 0
+        hit = buf.find(sep, start + size)
+        limit = start + 2 * size
+        while 0 <= hit <= limit:
+            stop = hit + 1
+            braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
+            brackets += buf.count(b"[", scan, stop) - buf.count(b"]", scan, stop)
+            scan = stop
+            if braces == 0 and brackets == 0:
+                break
+            hit = buf.find(sep, stop)
+        if 0 <= hit <= limit:
+            yield "batch", reader.base + start, buf[start:hit + 1]
+            reader.pos = hit + 1 + skip
+            continue
+        if hit < 0 and reader.eof:
+            # the last batch? it runs to the closing bracket, if the counts balance
+            tail = buf[start:].rstrip(_WS)
+            if tail.endswith(b"]"):
+                body = tail[:-1]
+                if body.count(b"{") == body.count(b"}") and body.count(b"[") == body.count(b"]"):
+                    yield "batch", reader.base + start, body
+                    yield None
+                    return
+        # element by element: whole elements up to ``size``, then a batch of them
+        pos = start
+        while True:
+            end = _element_end(buf, sep, pos, min(len(buf), pos + size))
+            if end < 0:
+                break  # read the one at pos the exact way
+            pos = end + skip
+            if pos - start >= size:
+                break
+        if pos > start:
+            yield "batch", reader.base + start, buf[start:pos - skip]
+        reader.pos = pos
+        if pos - start < size:
+            return
+
+
+def _element_end(buf: bytes, sep: bytes, pos: int, limit: int) -> int:
+    """End of the element at ``pos`` (after its "}") at a separator where its braces balance,
+    looking at most 16 separators and up to ``limit``; -1 if none."""
+    scan = pos
+    braces = brackets = 0
+    for _ in range(16):
+        hit = buf.find(sep, scan, limit + len(sep))
+        if hit < 0:
+            return -1
+        stop = hit + 1
+        braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
+        brackets += buf.count(b"[", scan, stop) - buf.count(b"]", scan, stop)
+        scan = stop
+        if braces == 0 and brackets == 0:
+            return stop
+    return -1
+
+
+def _balanced_end(reader: _Reader, sep: bytes, start: int, hit: int) -> int:
+    """End (after the "}") of the element at ``start`` whose first separator guess was inside it:
+    the first later separator where its braces balance; -1 to read it the exact way.
+    ``reader.pos`` is ``start``; a refill may move both (``start`` is then ``reader.pos``)."""
+    buf = reader.buf
+    scan = start
+    braces = 0
+    while True:
+        stop = hit + 1
+        braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
+        scan = stop
+        if braces == 0:
+            return stop
+        if braces < 0:
+            return -1
+        hit = buf.find(sep, scan)
+        while hit < 0:
+            if reader.eof or len(buf) - start > _MAX_GUESS:
+                return -1
+            reader.pos = start
+            reader.fill()  # keeps the bytes from start on
+            scan -= start
+            start = 0
+            buf = reader.buf
+            hit = buf.find(sep, scan)

@@ -1,0 +1,262 @@
+"""Per-task work on several processes, results in task order.
+
+A per-task format is written as a *job*: ``job.process(task, warn, main)`` turns one task document
+into a payload (pure: it changes nothing shared), and the format's ``convert`` consumes the
+payloads in task order (writes them, numbers them...). ``results(tasks, ...)`` yields those
+payloads:
+
+* in this process, one task after the other, for any iterable of tasks; or
+* from worker processes, when ``tasks`` is an :class:`ArrayFile` (a JSON export file, as the CLI
+  reads it) big enough to pay for starting them, and ``ConvertOptions.workers`` allows it.
+  This process only cuts the file into batches of about 1 MB of whole tasks
+  (``jsonstream.iter_array_batches``, no parsing) and sends them to the workers, which parse
+  and process them. At most a few batches are in flight, so memory does not grow with the file.
+
+Both ways give the same payloads in the same order, with the same warnings:
+
+* a job may raise :class:`Redo` in a worker when a task needs shared state that only the main
+  process has (a label missing from the config gets the next free class id): that task is
+  processed here, in order;
+* a batch that is not a run of whole JSON values (braces inside strings fooled the cutter)
+  stops the parallel run: the results before it are kept and the rest of the file is read
+  here, the exact way (which also reports invalid JSON as the sequential reader does).
+
+Workers are forked (no re-import of the caller's ``__main__``, fast start), and only when no
+other thread runs in this process (forking a threaded program is unsafe: syncd's daemon, for
+one, converts in this process). They get the format name and the label config, not the job.
+Without ``fork`` (Windows) or without orjson everything runs in this process.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import jsonstream
+from .base import ConvertOptions
+from .label_config import LabelConfig, parse_label_config
+
+__all__ = ["ArrayFile", "Job", "Redo", "register_job", "results"]
+
+OWN_THREAD_PREFIX = "converters-"  # our own threads (fastio.SmallFiles) do not prevent forking
+MIN_PARALLEL_BYTES = 32 << 20  # smaller inputs are converted in this process
+_BATCH_BYTES = 1 << 20  # raw bytes per batch sent to a worker
+
+
+class Redo(Exception):
+    """Raised by ``Job.process`` in a worker: this task must be processed in the main process."""
+
+
+class Job(Protocol):
+    def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> Any:
+        """The payload of one task (None: nothing to write). With ``main`` False it may raise Redo."""
+
+
+JobFactory = Callable[[LabelConfig], Job]
+_JOBS: dict[str, JobFactory] = {}
+
+
+def register_job(fmt: str, factory: JobFactory) -> None:
+    """Make ``fmt``'s job available to worker processes (``factory(config)`` builds it)."""
+    _JOBS[fmt] = factory
+
+
+class ArrayFile:
+    """The tasks of a JSON export file holding one array (iterating parses them here)."""
+
+    def __init__(self, path: str | os.PathLike[str], chunk: int = 1 << 22,
+                 on_error: Callable[[jsonstream.JSONStreamError], BaseException] | None = None) -> None:
+        self.path = Path(path)
+        self.chunk = chunk
+        self.on_error = on_error  # turns a reader error into the caller's exception
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iter_from(None)
+
+    def iter_from(self, offset: int | None) -> Iterator[Any]:
+        """The tasks from the element starting at byte ``offset`` on (None: all). An element that
+        is itself a list gives its items, as ``cli.iter_input_tasks`` always did."""
+        with open(self.path, "rb") as f:
+            if offset is not None:
+                f.seek(offset)
+            try:
+                for value in jsonstream.iter_array_file(f, self.chunk, inside=offset is not None):
+                    if isinstance(value, list):
+                        yield from value
+                    else:
+                        yield value
+            except jsonstream.JSONStreamError as exc:
+                if self.on_error is None:
+                    raise
+                raise self.on_error(exc) from None
+
+
+def _can_fork() -> bool:
+    """Workers are forked (cheap, and nothing of the caller's script is run again), which is safe
+    only while no other thread runs; otherwise everything stays in this process."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    main = threading.main_thread()
+    return all(t is main or t.name.startswith(OWN_THREAD_PREFIX) for t in threading.enumerate())
+
+
+def worker_count(tasks: Iterable[Any], options: ConvertOptions) -> int:
+    """How many worker processes to use for these tasks (0: none)."""
+    wanted = options.workers
+    if wanted is not None and wanted <= 1 or options.image_info is not None:
+        return 0
+    if not isinstance(tasks, ArrayFile) or not jsonstream.have_orjson() or not _can_fork():
+        return 0
+    try:
+        size = tasks.path.stat().st_size
+    except OSError:
+        return 0
+    if wanted is None:
+        if size < MIN_PARALLEL_BYTES:
+            return 0
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        wanted = min(cpus, 4)
+    return wanted if wanted > 1 else 0
+
+
+def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
+            options: ConvertOptions) -> Iterator[Any]:
+    """The payloads of ``job.process`` for every task, in task order (None payloads left out)."""
+    workers = worker_count(tasks, options) if fmt in _JOBS else 0
+    if workers:
+        yield from _parallel(tasks, fmt, job, config, options, workers)  # type: ignore[arg-type]
+        return
+    warn = options.warn
+    process = job.process
+    for task in tasks:
+        payload = process(task, warn, True)
+        if payload is not None:
+            yield payload
+
+
+# ------------------------------------------------------------------------------ worker side
+
+_worker_job: Job | None = None
+
+
+def _init_worker(fmt: str, config_xml: str) -> None:
+    global _worker_job
+    _worker_job = _JOBS[fmt](parse_label_config(config_xml))
+
+
+def _run_batch(raw: bytes) -> list[tuple[Any, Any]] | None:
+    """Process the tasks of a batch: [(payload, warnings) or (_REDO, task)]; None if the batch
+    is not a run of whole JSON values (a wrong cut, or invalid JSON)."""
+    job = _worker_job
+    assert job is not None
+    out: list[tuple[Any, Any]] = []
+    try:
+        # processed while parsing (fewer live objects); all of it is dropped if the batch turns out
+        # not to be a run of whole JSON values
+        for task in jsonstream.iter_array_file(io.BytesIO(b"[" + raw + b"]"), len(raw) + 2):
+            if isinstance(task, list):  # a list of tasks: the main process goes through it
+                out.append((_REDO, task))
+                continue
+            warnings: list[tuple[object, str]] = []
+            try:
+                payload = job.process(task, _collector(warnings), False)
+            except Redo:
+                out.append((_REDO, task))
+                continue
+            out.append((payload, warnings))
+    except jsonstream.JSONStreamError:
+        return None
+    return out
+
+
+def _collector(sink: list[tuple[object, str]]) -> Callable[[object, str], None]:
+    return lambda task_id, message: sink.append((task_id, message))
+
+
+class _RedoMarker:
+    def __reduce__(self) -> str:
+        return "_REDO"
+
+
+_REDO = _RedoMarker()
+
+
+# ------------------------------------------------------------------------------ main side
+
+def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options: ConvertOptions,
+              workers: int) -> Iterator[Any]:
+    warn = options.warn
+    process = job.process
+
+    def in_main(task: Any) -> Iterator[Any]:
+        for one in task if isinstance(task, list) else (task,):
+            payload = process(one, warn, True)
+            if payload is not None:
+                yield payload
+
+    f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
+    cuts = jsonstream.iter_array_batches(f, _BATCH_BYTES, tasks.chunk)
+    pending: deque[tuple] = deque()  # ("value", offset, task) | ("batch", offset, future) | ("rest", offset)
+    restart_at: int | None = None
+    error: BaseException | None = None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(fmt, config.xml))
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and sum(1 for p in pending if p[0] == "batch") < 2 * workers + 1:
+                try:
+                    cut = next(cuts, None)
+                except jsonstream.JSONStreamError as exc:
+                    # report it after the tasks before it, as the sequential reader does
+                    error = tasks.on_error(exc) if tasks.on_error is not None else exc
+                    cut = None
+                if cut is None:
+                    exhausted = True
+                    break
+                if cut[0] == "batch":
+                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[2]))
+                pending.append(cut)
+                if cut[0] == "rest":
+                    exhausted = True
+            if not pending:
+                break
+            entry = pending.popleft()
+            if entry[0] == "value":
+                yield from in_main(entry[2])
+                continue
+            if entry[0] == "rest":
+                restart_at = entry[1]
+                break
+            out = entry[2].result()
+            if out is None:  # a wrong cut (or invalid JSON): from here on, the exact way
+                restart_at = entry[1]
+                error = None
+                break
+            for payload, extra in out:
+                if payload is _REDO:
+                    yield from in_main(extra)
+                    continue
+                for task_id, message in extra:
+                    warn(task_id, message)
+                if payload is not None:
+                    yield payload
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        cuts.close()
+        f.close()
+    if restart_at is not None:
+        for task in tasks.iter_from(restart_at):
+            payload = process(task, warn, True)
+            if payload is not None:
+                yield payload
+        return
+    if error is not None:
+        raise error

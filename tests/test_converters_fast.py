@@ -1,0 +1,355 @@
+"""The fast paths of the converters give exactly what the plain ones give.
+
+orjson is optional: the streaming reader, ``compact_json`` and every format must give the same
+results with and without it. The Treebank tokenizer's shortcuts must give NLTK's regex passes'
+result. Small files are written by a background thread, in order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+import converters
+from converters import cli, fastio, images, jsonstream, parallel, treebank
+from converters.fastio import SmallFiles, compact_json
+
+from .converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
+
+HAVE_ORJSON = jsonstream.have_orjson()
+
+
+@pytest.fixture(params=["orjson", "json"] if HAVE_ORJSON else ["json"])
+def json_backend(request, monkeypatch):
+    """Run the test with orjson (when installed) and with the json module only."""
+    if request.param == "json":
+        monkeypatch.setattr(jsonstream, "_orjson", None)
+        monkeypatch.setattr(fastio, "_orjson", None)
+    return request.param
+
+
+# ------------------------------------------------------------------------------ JSON array reader
+
+_ATOMS = ["{", "}", "[", "]", '},{"id":', '}, {"id": ', '"', "\\", "é", "😀", ",", " ", "x", "\n", "1e5"]
+
+
+def _random_tasks(rnd: random.Random) -> list:
+    def text() -> str:
+        return "".join(rnd.choice(_ATOMS) for _ in range(rnd.randint(0, 10)))
+
+    def value(depth: int = 0) -> object:
+        r = rnd.random()
+        if depth > 3 or r < 0.3:
+            return rnd.choice([1, -2.5, 1e-05, 2**70, -(2**63) - 1, 12345678901234567890, None, True, text(),
+                               float("nan"), float("inf"), "ok"])
+        if r < 0.6:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 4))]
+        return {text(): value(depth + 1) for _ in range(rnd.randint(0, 4))}
+
+    tasks: list = []
+    for i in range(rnd.randint(0, 10)):
+        task: object = {"id": i, "annotations": [{"id": j, "result": [value() for _ in range(rnd.randint(0, 3))]}
+                                                 for j in range(rnd.randint(0, 3))], "data": {"text": text()}}
+        if rnd.random() < 0.2:
+            task = {"data": value(), "id": i}
+        elif rnd.random() < 0.05:
+            task = value()
+        tasks.append(task)
+    return tasks
+
+
+def test_array_reader_equals_json_loads(json_backend):
+    rnd = random.Random(11)
+    for _ in range(1500):
+        tasks = _random_tasks(rnd)
+        style = rnd.choice([{}, {"indent": 2}, {"separators": (",", ":")}, {"ensure_ascii": False}])
+        text = json.dumps(tasks, **style)
+        if rnd.random() < 0.3:
+            text = " \n" + text + "\n "
+        chunk = rnd.choice([1, 3, 7, 64, 1 << 20])
+        got = list(jsonstream.iter_array_file(io.BytesIO(text.encode()), chunk))
+        # compare through json.dumps: NaN != NaN, and ints must stay ints (not floats)
+        assert json.dumps(got) == json.dumps(json.loads(text)), (chunk, text[:200])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "file is empty"),
+    ("[", "unexpected end of file"),
+    ("[{]", "invalid JSON"),
+    ("[1 2]", "expected ',' or ']'"),
+    ('[{"a":1},', "unexpected end of file"),
+    ("{}", "not a JSON array"),
+])
+def test_array_reader_errors(text, message, json_backend):
+    with pytest.raises(jsonstream.JSONStreamError, match=re.escape(message)):
+        list(jsonstream.iter_array_file(io.BytesIO(text.encode()), 4))
+
+
+def test_array_reader_reports_bad_utf8(tmp_path, json_backend):
+    path = tmp_path / "in.json"
+    path.write_bytes(b'[{"id": 1, "data": {"text": "a"}}, {"id": 2, "data": {"text": "\xff"}}]')
+    with pytest.raises(cli.InputError, match="not UTF-8"):
+        list(cli.iter_input_tasks(path))
+
+
+def test_long_integers_stay_exact(json_backend):
+    text = '[{"id": 1}, {"id": 2, "n": 123456789012345678901234567890}, {"id": 3, "m": -9223372036854775809}]'
+    got = list(jsonstream.iter_array_file(io.BytesIO(text.encode())))
+    assert got[1]["n"] == 123456789012345678901234567890 and isinstance(got[2]["m"], int)
+
+
+# ------------------------------------------------------------------------------ compact_json
+
+def test_compact_json_equals_json_dumps(json_backend):
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    rnd = random.Random(5)
+
+    def value(depth: int = 0) -> object:
+        r = rnd.random()
+        if depth > 3 or r < 0.5:
+            return rnd.choice([rnd.uniform(-10, 10) * 10 ** rnd.randint(-30, 30), 2**70, float("nan"), float("-inf"),
+                               None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332])
+        if r < 0.75:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
+        return {rnd.choice(["k", "x0e1", 1, 2.5, "é", None]): value(depth + 1) for _ in range(rnd.randint(0, 3))}
+
+    for _ in range(20000):
+        v = value()
+        assert compact_json(v) == encode(v), repr(v)
+
+
+# ------------------------------------------------------------------------------ Treebank tokenizer
+
+def _reference_tokenize(text: str) -> list[str]:
+    """NLTK's TreebankWordTokenizer.tokenize with Label Studio's punctuation: every regex, in order."""
+    for regexp, substitution in treebank._STARTING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in treebank._PUNCTUATION:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in (treebank._PARENS_BRACKETS, treebank._DOUBLE_DASHES):
+        text = regexp.sub(substitution, text)
+    text = " " + text + " "
+    for regexp, substitution in treebank._ENDING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp in (*treebank._CONTRACTIONS2, *treebank._CONTRACTIONS3):
+        text = regexp.sub(r" \1 \2 ", text)
+    return text.split()
+
+
+def test_tokenizer_shortcuts_change_nothing():
+    pieces = ["can", "not", "Cannot", "d'ye", "gim", "me", "GONNA", "gotta", "lemme", "more'n", "wanna ", "'t", "is",
+              "'Twas", '"', "''", "``", "`", "'", "' ", "'s", "'ll", "n't", "N'T", ":", ",", "1,000", "...", ".",
+              ";", "@", "#", "$", "/", "%", "&", "?", "!", "(", ")", "[", "]", "{", "}", "<", ">", "--", "-", " ",
+              "\n", "word", "Ünï", "😀", "9", "'re", "İ", "ı", "ſ", "K", "gımme", "GİMME"]
+    rnd = random.Random(3)
+    for _ in range(30000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 20)))
+        assert treebank.tokenize(text) == _reference_tokenize(text), text
+
+
+# ------------------------------------------------------------------------------ small files
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_small_files_in_order(tmp_path, threaded):
+    (tmp_path / "old.txt").write_text("kept", encoding="utf-8")
+    with SmallFiles(tmp_path, threaded=threaded) as files:
+        for i in range(3000):
+            files.write(f"{i % 700}.txt", f"{i}\n".encode())
+        files.touch("old.txt")  # exists: keeps its content
+        files.touch("new.txt")
+        files.write("é 1.txt", b"x")
+        files.touch("é 1.txt")
+    assert (tmp_path / "0.txt").read_text() == "2800\n"
+    assert (tmp_path / "699.txt").read_text() == "2799\n"
+    assert (tmp_path / "old.txt").read_text() == "kept"
+    assert (tmp_path / "new.txt").read_bytes() == b""
+    assert (tmp_path / "é 1.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_small_files_error_is_raised_with_the_path(tmp_path, threaded):
+    target = tmp_path / "labels"
+    target.mkdir()
+    with pytest.raises(OSError) as info:
+        with SmallFiles(target, threaded=threaded) as files:
+            for i in range(2000):
+                files.write(("x" * 300 if i == 700 else str(i)) + ".txt", b"1")  # name too long
+    assert info.value.filename == os.path.join(target, "x" * 300 + ".txt")
+
+
+# ------------------------------------------------------------------------------ formats, both backends
+
+def _outputs(root: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for rel in sorted(files_under(root)):
+        data = (root / rel).read_bytes()
+        if rel == "result.json" and b'"info"' in data:
+            parsed = json.loads(data)
+            parsed.pop("info", None)
+            out[rel] = parsed
+        else:
+            out[rel] = data
+    return out
+
+
+@needs_fixtures
+@pytest.mark.parametrize("slug", PROJECTS)
+def test_every_format_is_the_same_without_orjson(slug, tmp_path, monkeypatch):
+    config = converters.parse_label_config(EXPORTS / slug / "label_config.xml")
+    source = EXPORTS / slug / "JSON.json"
+    for fmt, reason in converters.applicable(config).items():
+        if reason is not None:
+            continue
+        converters.get(fmt).convert(cli.iter_input_tasks(source), config, tmp_path / "a" / fmt)
+        with monkeypatch.context() as m:
+            m.setattr(jsonstream, "_orjson", None)
+            m.setattr(fastio, "_orjson", None)
+            converters.get(fmt).convert(cli.iter_input_tasks(source), config, tmp_path / "b" / fmt)
+        assert _outputs(tmp_path / "a" / fmt) == _outputs(tmp_path / "b" / fmt), fmt
+
+
+# ------------------------------------------------------------------------------ worker processes
+
+PER_TASK_FORMATS = ["CONLL2003", "CSV", "TSV", "COCO", "YOLO", "YOLO_OBB"]
+
+
+def _convert_file(path: Path, fmt: str, cfg, out: Path, workers: int) -> list[tuple[object, str]]:
+    warnings: list[tuple[object, str]] = []
+    options = converters.ConvertOptions(warn=lambda task_id, message: warnings.append((task_id, message)),
+                                        workers=workers)
+    tasks = cli.iter_input_tasks(path)
+    assert isinstance(tasks, parallel.ArrayFile)
+    if workers > 1:
+        assert parallel.worker_count(tasks, options) == workers
+    converters.get(fmt).convert(tasks, cfg, out, options)
+    return warnings
+
+
+def _tricky_export(slug: str, path: Path) -> None:
+    """The fixture's tasks, many times, with things that defeat the fast paths: braces inside
+    strings (wrong guesses), a label missing from the config (a new class id), a list element,
+    a malformed task, a long integer and a NaN."""
+    base = json.loads((EXPORTS / slug / "JSON.json").read_text(encoding="utf-8"))
+    tasks: list = []
+    for i in range(60):
+        for task in base:
+            task = json.loads(json.dumps(task))
+            task["id"] = len(tasks) + 1
+            if i == 7 and task["annotations"]:
+                result = task["annotations"][0]["result"]
+                if result and isinstance(result[0].get("value"), dict):
+                    for key in ("rectanglelabels", "polygonlabels", "labels"):
+                        if key in result[0]["value"]:
+                            result[0]["value"][key] = ["Zeppelin"]
+            if i == 11:
+                task["meta"] = {"note": "}}, {\"id\": 1, ]] {{"}
+            if i == 13:
+                task["meta"] = {"big": 123456789012345678901234567890, "nan": float("nan")}
+            if i >= 40 and len(task["annotations"]) > 1:
+                # balances the braces and brackets of an inner separator: a wrong cut
+                task["annotations"][0]["note"] = "]}"
+            tasks.append(task)
+        if i == 20:
+            tasks.append([base[0], base[-1]])
+            tasks.append({"id": "bad", "annotations": 5, "data": {}})
+    path.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+@pytest.mark.parametrize("fmt", PER_TASK_FORMATS)
+def test_workers_give_the_same_output(fmt, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 20000)  # many batches
+    slug = {"CONLL2003": "text-ner", "CSV": "text-classification", "TSV": "image-keypoints"}.get(fmt, "image-bbox")
+    source = tmp_path / "in.json"
+    _tricky_export(slug, source)
+    cfg = converters.parse_label_config(EXPORTS / slug / "label_config.xml")
+    one = _convert_file(source, fmt, cfg, tmp_path / "one", 0)
+    two = _convert_file(source, fmt, cfg, tmp_path / "two", 2)
+    assert two == one and one  # the same warnings, in the same order (the malformed task at least)
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(tmp_path, monkeypatch):
+    source = tmp_path / "in.json"
+    _tricky_export("text-ner", source)
+    cfg = converters.parse_label_config(EXPORTS / "text-ner" / "label_config.xml")
+    restarts: list[int] = []
+    original = parallel.ArrayFile.iter_from
+
+    def spy(self, offset):
+        if offset is not None:
+            restarts.append(offset)
+        return original(self, offset)
+
+    monkeypatch.setattr(parallel.ArrayFile, "iter_from", spy)
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 3000)
+    _convert_file(source, "CONLL2003", cfg, tmp_path / "two", 2)
+    assert restarts  # the "]}" in an annotation fooled the cutter
+    monkeypatch.setattr(parallel.ArrayFile, "iter_from", original)
+    _convert_file(source, "CONLL2003", cfg, tmp_path / "one", 0)
+    assert (tmp_path / "one" / "result.conll").read_bytes() == (tmp_path / "two" / "result.conll").read_bytes()
+
+
+def test_no_workers_for_small_files_or_plain_iterables(tmp_path):
+    path = tmp_path / "in.json"
+    path.write_text("[]", encoding="utf-8")
+    options = converters.ConvertOptions()
+    assert parallel.worker_count(parallel.ArrayFile(path), options) == 0  # below MIN_PARALLEL_BYTES
+    assert parallel.worker_count([{"id": 1}], converters.ConvertOptions(workers=2)) == 0
+    assert parallel.worker_count(parallel.ArrayFile(path), converters.ConvertOptions(workers=1)) == 0
+
+
+# ------------------------------------------------------------------------------ image headers
+
+@pytest.mark.parametrize("fmt,mode", [
+    ("PNG", "1"), ("PNG", "L"), ("PNG", "LA"), ("PNG", "P"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "I;16"),
+    ("JPEG", "L"), ("JPEG", "RGB"), ("JPEG", "CMYK"), ("GIF", "P"), ("BMP", "RGB"), ("BMP", "L"),
+    ("WEBP", "RGB"), ("WEBP", "RGBA"),
+])
+def test_image_size_equals_pillow(fmt, mode):
+    Image = pytest.importorskip("PIL.Image")
+    if fmt == "WEBP" and not pytest.importorskip("PIL.features").check("webp"):
+        pytest.skip("Pillow without WebP")
+    buf = io.BytesIO()
+    Image.new(mode, (37, 23)).save(buf, fmt)
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as img:
+        expected = (*img.size, len(img.getbands()))
+    assert images.image_size(data[:65536]) == expected
+
+
+@needs_fixtures
+def test_image_size_of_the_fixture_images():
+    sizes = {p.name: images.image_size(p.read_bytes())
+             for p in (EXPORTS / "image-bbox" / "COCO_WITH_IMAGES" / "images").iterdir()}
+    assert sizes["50edc874-street_003.png"] == (72, 54, 1)  # grayscale: VOC depth 1 in Label Studio's export
+    assert sizes["a8fc4487-street_002.jpg"] == (100, 75, 3)
+    assert images.image_size(b"not an image") is None
+
+
+# ------------------------------------------------------------------------------ CSV cells
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_csv_cells_equal_the_csv_module(sep):
+    import csv
+    from decimal import Decimal
+
+    from converters.csv_export import _cell
+
+    values = ["", "a", 'say "hi"', '"', "a,b", "a\tb", "x\ny\r\n", "é😀", "\x00", None, 0, -3, 10**30, 1.5, 1e-05,
+              float("nan"), float("-inf"), True, False, Decimal("1.10"), ("t",)]
+    rnd = random.Random(1)
+    for _ in range(500):
+        row = [rnd.choice(values) for _ in range(rnd.randint(1, 6))]
+        buf = io.StringIO()
+        csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, delimiter=sep).writerow(row)
+        assert sep.join(map(_cell, row)) + "\r\n" == buf.getvalue(), row
