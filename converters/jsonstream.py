@@ -105,7 +105,7 @@ def _exact(reader: _Reader) -> Any:
 def _exact_span(reader: _Reader) -> tuple[Any, int]:
     """``_exact``, also giving where the value starts in ``reader.buf`` (which refills may move)."""
     decoder = json.JSONDecoder()
-    size = 1 << 16
+    size = 1 << 12  # doubled until the value fits
     while True:
         end = min(len(reader.buf), reader.pos + size)
         window = reader.buf[reader.pos:end]

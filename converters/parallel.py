@@ -23,7 +23,7 @@ Both ways give the same payloads in the same order, with the same warnings:
 
 Workers are forked (no re-import of the caller's ``__main__``, fast start), and only when no
 other thread runs in this process (forking a threaded program is unsafe: syncd's daemon, for
-one, converts in this process). They get the format name and the label config, not the job.
+one, converts in this process). Each builds its own job from the format name and the label config.
 Without ``fork`` (Windows) or without orjson everything runs in this process.
 """
 
@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from . import jsonstream
 from .base import ConvertOptions
-from .label_config import LabelConfig, parse_label_config
+from .label_config import LabelConfig
 
 __all__ = ["ArrayFile", "Job", "Redo", "register_job", "results"]
 
@@ -146,9 +146,9 @@ def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
 _worker_job: Job | None = None
 
 
-def _init_worker(fmt: str, config_xml: str) -> None:
+def _init_worker(fmt: str, config: LabelConfig) -> None:
     global _worker_job
-    _worker_job = _JOBS[fmt](parse_label_config(config_xml))
+    _worker_job = _JOBS[fmt](config)  # the caller's own config object (forked, not pickled)
 
 
 def _run_batch(raw: bytes) -> list[tuple[Any, Any]] | None:
@@ -207,7 +207,7 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
     restart_at: int | None = None
     error: BaseException | None = None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(fmt, config.xml))
+                               initializer=_init_worker, initargs=(fmt, config))
     try:
         exhausted = False
         while True:
