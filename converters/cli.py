@@ -13,12 +13,12 @@ import logging
 import os
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from . import base, jsonstream, parallel
 from .base import ConverterError, ConvertOptions
+from .fastio import zip_dir
 from .label_config import LabelConfig, LabelConfigError, parse_label_config
 
 __all__ = ["InputError", "is_database_url", "iter_input_tasks", "main", "register"]
@@ -244,17 +244,6 @@ def _load_config(args: argparse.Namespace) -> LabelConfig:
     return _read_config_file(config_path)
 
 
-def _zip_dir(src: Path, target: Path) -> None:
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            rel_root = Path(root).relative_to(src)
-            if rel_root != Path("."):
-                zf.write(root, f"{rel_root.as_posix()}/")
-            for name in sorted(files):
-                zf.write(Path(root) / name, (rel_root / name).as_posix())
-
-
 def _warn(task_id: object, message: str) -> None:
     print(f"warning: task {task_id} skipped: {message}", file=sys.stderr)
 
@@ -302,7 +291,7 @@ def _convert_tasks(args: argparse.Namespace, converter: base.Converter, config: 
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             files = run(Path(tmp))
-            _zip_dir(Path(tmp), target)
+            zip_dir(Path(tmp), target)
         print(f"{converter.name}: {len(files)} files -> {target}")
     else:
         files = run(out)

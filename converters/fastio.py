@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zipfile
 from collections import deque
 from pathlib import Path
 
@@ -195,3 +196,15 @@ class SmallFiles:
                     view = view[write(fd, view):]
             finally:
                 close(fd)
+
+
+def zip_dir(src: Path, target: Path) -> None:
+    """Pack the tree under ``src`` into the zip file ``target`` (sorted, directories included)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel_root = Path(root).relative_to(src)
+            if rel_root != Path("."):
+                zf.write(root, f"{rel_root.as_posix()}/")
+            for name in sorted(files):
+                zf.write(Path(root) / name, (rel_root / name).as_posix())

@@ -30,7 +30,6 @@ import secrets
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 
 import converters
 from converters import ConverterError, ConvertOptions, LabelConfigError, parse_label_config
+from converters.fastio import zip_dir
 from syncd.document import DocumentOptions, build_document
 from syncd.errors import BadTask, ConfigError, StoreError
 from syncd.keys import UnsafeKey, check_key, template_fields
@@ -344,7 +344,7 @@ def _publish_one(store: Store, project: Project, fmt: str, label_config: convert
             result.task_count = counter[0]
             if config.zip:
                 archive = Path(tmp) / f"{fmt}.zip"
-                _zip_dir(out, archive)
+                zip_dir(out, archive)
                 root, paths = Path(tmp), [archive]
             else:
                 root, paths = out, sorted(p for p in out.rglob("*") if p.is_file())
@@ -423,17 +423,6 @@ def _manifest(result: PublishedBundle) -> bytes:
         "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in result.files],
     }
     return (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode()
-
-
-def _zip_dir(src: Path, target: Path) -> None:
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            rel_root = Path(root).relative_to(src)
-            if rel_root != Path("."):
-                zf.write(root, f"{rel_root.as_posix()}/")
-            for name in sorted(files):
-                zf.write(Path(root) / name, (rel_root / name).as_posix())
 
 
 def _upload(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str]], transfers: int,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,7 +37,7 @@ from urllib3.util.retry import Retry as Urllib3Retry
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import retry_after as _retry_after
@@ -216,19 +215,9 @@ class AzureStore:
             raise self._error("list", prefix, exc, listing=True) from None
 
     def check_writable(self) -> None:
-        # Write, read back, list (the probe itself is filtered out: this checks the list permission) and
-        # delete a small blob, so each permission a run needs is tried once before it starts.
-        probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
-        self.put(probe, PROBE_DATA, PROBE_SHA256)
-        try:
-            info = self.head(probe)
-            if info is None or info.size != len(PROBE_DATA):
-                raise StoreError(f"Azure container {self.container!r} accepted a test blob at "
-                                 f"{self._where(probe)} but does not return it; check the account",
-                                 fatal=True)
-            next(iter(self.list(probe)), None)
-        finally:
-            self.delete(probe)
+        probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
+                         f"Azure container {self.container!r} accepted a test blob at {{where}} but does not "
+                         "return it; check the account")
 
     def close(self) -> None:
         client = self._clients.take()

@@ -7,10 +7,11 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, StoreError
 
 # check_writable writes and removes an object with this name prefix; listings skip leftovers.
 PROBE_MARKER = ".syncd-write-check-"
@@ -66,6 +67,22 @@ def retry_after(value: str | None) -> float | None:
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def probe_round_trip(store: Any, put: Callable[[str], None], unreturned: str) -> None:
+    """``check_writable`` of a cloud store: write, read back, list and delete a small probe
+    object, so each permission a run needs is tried once before it starts (the probe is filtered
+    out of listings, so the list only checks the permission). ``unreturned``: the fatal message
+    when the store accepts the probe but does not return it."""
+    probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
+    put(probe)
+    try:
+        info = store.head(probe)
+        if info is None or info.size != len(PROBE_DATA):
+            raise StoreError(unreturned.format(where=store._where(probe)), fatal=True)
+        next(iter(store.list(probe)), None)
+    finally:
+        store.delete(probe)
 
 
 class PerProcess:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ from google.cloud.storage.retry import _should_retry  # the library's own rule: 
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -153,19 +152,9 @@ class GCSStore:
             raise self._error("list", prefix, exc, listing=True) from None
 
     def check_writable(self) -> None:
-        # Write, read back, list (the probe itself is filtered out: this checks storage.objects.list)
-        # and delete a small object, so each permission a run needs is tried once before it starts.
-        probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
-        self.put(probe, PROBE_DATA, PROBE_SHA256)
-        try:
-            info = self.head(probe)
-            if info is None or info.size != len(PROBE_DATA):
-                raise StoreError(f"GCS bucket {self.bucket!r} accepted a test object at "
-                                 f"{self._where(probe)} but does not return it; check STORAGE_EMULATOR_HOST "
-                                 "and the bucket's settings", fatal=True)
-            next(iter(self.list(probe)), None)
-        finally:
-            self.delete(probe)
+        probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
+                         f"GCS bucket {self.bucket!r} accepted a test object at {{where}} but does not return "
+                         "it; check STORAGE_EMULATOR_HOST and the bucket's settings")
 
     def close(self) -> None:
         client = self._clients.take()

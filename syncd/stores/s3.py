@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_MARKER, PROBE_SHA256, PerProcess
+from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -234,19 +233,10 @@ class S3Store:
             raise self._error("list", prefix, exc, listing=True) from None
 
     def check_writable(self) -> None:
-        # Write, read back, list (the probe itself is filtered out: this checks ListBucket) and delete
-        # a small object, so each permission a run needs is tried once before it starts.
-        probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
-        self._learn_signed_put(probe)
-        try:
-            info = self.head(probe)
-            if info is None or info.size != len(PROBE_DATA):
-                raise StoreError(f"S3 bucket {self.bucket!r} accepted a test object at {self._where(probe)} "
-                                 "but does not return it; check the endpoint and the bucket's settings",
-                                 fatal=True)
-            next(iter(self.list(probe)), None)
-        finally:
-            self.delete(probe)
+        # The probe's PutObject also teaches the lean upload path boto3's request (s3_signed_put).
+        probe_round_trip(self, self._learn_signed_put,
+                         f"S3 bucket {self.bucket!r} accepted a test object at {{where}} but does not return "
+                         "it; check the endpoint and the bucket's settings")
 
     def close(self) -> None:
         client = self._clients.take()
