@@ -372,8 +372,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", "-o", required=True, help="output directory (with --zip: the zip file)")
     p.add_argument("--zip", action="store_true", help="write one zip file instead of a directory")
     p.add_argument("--download-images", action="store_true",
-                   help="COCO, VOC, YOLO, YOLO_OBB: fetch the tasks' http(s) images into images/ (as Label "
-                   "Studio's *_WITH_IMAGES exports do) and read image sizes (COCO) and channels (VOC) from them; "
+                   help="COCO, VOC, YOLO, YOLO_OBB: fetch the tasks' http(s), s3://, gs:// and azure-blob:// "
+                   "images into images/ (as Label Studio's *_WITH_IMAGES exports do) and read image sizes "
+                   "(COCO) and channels (VOC) from them; "
                    "an image that fails gives a warning")
     p.add_argument("--download-workers", type=int, default=8, metavar="N",
                    help="images fetched at once with --download-images (default 8)")

@@ -5,8 +5,13 @@ read the image's size (COCO ``width``/``height``) and channel count (VOC ``depth
 file. ``ImageFetcher`` does the same for images we can fetch:
 
 * ``http://`` and ``https://`` URLs, with urllib;
-* ``s3://``, ``gs://``, ``azure-blob://`` URIs through syncd's storage adapters, once they can
-  read objects (the ``Store`` interface has no read method yet, so these fail with a warning);
+* ``s3://bucket/key``, ``gs://bucket/key`` and ``azure-blob://container/key`` (Label Studio's
+  spelling; ``azure://`` too) URIs through syncd's storage adapters (``Store.get``), one store
+  per bucket, opened on first use and reused. Each SDK finds its credentials and endpoint in the
+  environment by its standard chain (AWS_* variables, shared config files and roles;
+  GOOGLE_APPLICATION_CREDENTIALS or ADC, STORAGE_EMULATOR_HOST; AZURE_STORAGE_CONNECTION_STRING);
+  per-backend config options (a syncd config's ``s3:``/``gcs:``/``azure:`` sections) are not
+  passed. The SDKs are imported only when such a URI is fetched;
 * Label Studio's own ``/data/upload/...`` and ``/data/local-files/...`` paths cannot be fetched
   without Label Studio: they fail with a warning.
 
@@ -17,6 +22,7 @@ gives one warning line. Sizes come from the PNG/JPEG/GIF/BMP/WebP header (no Pil
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import tempfile
@@ -49,6 +55,10 @@ class ImageInfo:
 
 class FetchError(Exception):
     pass
+
+
+# Label Studio's cloud URI schemes -> syncd's store schemes
+_CLOUD_SCHEME = {"s3": "s3", "gs": "gs", "azure-blob": "azure", "azure-spi": "azure", "azure": "azure"}
 
 
 # ------------------------------------------------------------------------------ image headers
@@ -133,7 +143,8 @@ class ImageFetcher:
         self.images_dir = Path(images_dir)
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="converters-images")
+        self._workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="converters-images")
         self._futures: OrderedDict[str, Future] = OrderedDict()  # recent URLs (bounded)
         self._lock = threading.Lock()
         self._stores: dict[str, Any] = {}
@@ -192,27 +203,34 @@ class ImageFetcher:
             raise FetchError(str(exc) or type(exc).__name__) from None
 
     def _open_cloud(self, url: str) -> Any:
+        """The object named by a cloud URI, read through syncd's store for its bucket.
+
+        Stores are opened with no options: credentials and endpoints come from the environment
+        (each SDK's standard chain), not from a syncd config's per-backend options."""
+        scheme, _, rest = url.partition("://")
+        bucket, _, key = rest.partition("/")
+        scheme = _CLOUD_SCHEME.get(scheme.lower())
+        if scheme is None:
+            raise FetchError("not a cloud URI syncd can read (s3://, gs://, azure-blob://, azure-spi://, azure://)")
+        if not bucket or not key or key.endswith("/"):
+            raise FetchError("a cloud URI names a bucket and an object: SCHEME://BUCKET/KEY")
         try:
-            from syncd.stores import base as store_base
+            from syncd.errors import ConfigError, StoreError
+            from syncd.stores import open_store
         except ImportError:
             raise FetchError("cloud images need syncd's storage adapters") from None
-        if not any(hasattr(store_base.Store, m) for m in ("get", "read")):
-            raise FetchError("syncd's storage adapters cannot read objects yet (the Store interface has no "
-                             "get/read method)")
-        scheme, _, rest = url.partition("://")  # pragma: no cover - needs a Store with get
-        bucket, _, key = rest.partition("/")
-        scheme = {"azure-blob": "azure", "azure-spi": "azure"}.get(scheme.lower(), scheme.lower())
         bucket_url = f"{scheme}://{bucket}"
-        with self._lock:
-            store = self._stores.get(bucket_url)
-            if store is None:
-                from syncd.stores import open_store
-
-                store = self._stores[bucket_url] = open_store(bucket_url)
-        getter = getattr(store, "get", None) or store.read
-        import io
-
-        return io.BytesIO(getter(key))
+        try:
+            with self._lock:  # one store per bucket, opened once
+                store = self._stores.get(bucket_url)
+                if store is None:
+                    store = self._stores[bucket_url] = open_store(bucket_url, {}, transfers=self._workers)
+            data = store.get(key)
+        except (ConfigError, StoreError) as exc:
+            raise FetchError(" ".join(str(exc).split()) or type(exc).__name__) from None
+        if data is None:
+            raise FetchError(f"no such object in {bucket_url}")
+        return io.BytesIO(data)
 
     def _save(self, source: Any, name: str) -> ImageInfo:
         target = self.images_dir / name

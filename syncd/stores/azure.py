@@ -202,6 +202,16 @@ class AzureStore:
             raise self._error("read", key, exc) from None
         return _info(key, props)
 
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._client().download_blob(self.prefix + key, max_concurrency=1).readall()
+        except ResourceNotFoundError as exc:
+            if exc.error_code in _NO_CONTAINER:
+                raise self._error("read", key, exc) from None
+            return None
+        except Exception as exc:
+            raise self._error("read", key, exc) from None
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         try:
             # ItemPaged: one request per page of blobs, made as the caller reaches it.

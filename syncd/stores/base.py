@@ -1,6 +1,6 @@
 """The storage adapter interface: what every target (local directory, S3, GCS, Azure) provides.
 
-An adapter is deliberately small: put / delete / list / head. Everything else (planning,
+An adapter is deliberately small: put / get / delete / list / head. Everything else (planning,
 retries per object, checkpoints, dry runs) lives above it, so each backend module stays a thin
 layer over its SDK and one conformance suite can test them all alike.
 """
@@ -35,6 +35,10 @@ class Store(Protocol):
         """Write ``data`` at ``key`` atomically (readers see the old or the new object, never
         a part), with ``sha256`` (hex digest of ``data``) stored alongside where the backend
         can hold metadata. Overwrites."""
+
+    def get(self, key: str) -> bytes | None:
+        """The object's content, or None when there is none. Errors are classified as for
+        ``head`` (a missing bucket or container is fatal)."""
 
     def delete(self, key: str) -> None:
         """Remove ``key``. Removing a key that does not exist is not an error."""

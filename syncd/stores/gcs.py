@@ -134,6 +134,17 @@ class GCSStore:
             raise self._error("read", key, exc) from None
         return None if blob is None else self._info(key, blob)
 
+    def get(self, key: str) -> bytes | None:
+        try:
+            blob = self._client().bucket(self.bucket).blob(self.prefix + key)
+            return blob.download_as_bytes(timeout=TIMEOUT, retry=self._retry())
+        except api_exceptions.NotFound as exc:
+            if _is_missing_bucket(exc):
+                raise self._error("read", key, exc) from None
+            return None
+        except Exception as exc:
+            raise self._error("read", key, exc) from None
+
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         attempts = _Attempts(self._max_attempts)
         retry = None if self._max_attempts <= 1 else Retry(predicate=attempts, initial=1.0, maximum=20.0,

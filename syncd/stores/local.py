@@ -126,14 +126,18 @@ class LocalStore:
                     if info is not None:
                         yield info
 
-    def head(self, key: str) -> ObjectInfo | None:
-        path = self._path(key)
+    def get(self, key: str) -> bytes | None:
         try:
-            data = path.read_bytes()
+            return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         except OSError as exc:
             raise self._fail("cannot read", key, exc) from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        data = self.get(key)
+        if data is None:
+            return None
         return ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     def close(self) -> None:

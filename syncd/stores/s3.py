@@ -204,6 +204,18 @@ class S3Store:
         except Exception as exc:
             raise self._error("read", key, exc) from None
 
+    def get(self, key: str) -> bytes | None:
+        try:
+            resp = self._client().get_object(Bucket=self.bucket, Key=self.prefix + key)
+            with resp["Body"] as body:
+                return body.read()
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404 and _code(exc) != "NoSuchBucket":
+                return None
+            raise self._error("read", key, exc) from None
+        except Exception as exc:
+            raise self._error("read", key, exc) from None
+
     def _head(self, key: str) -> ObjectInfo | None:
         try:
             resp = self._client().head_object(Bucket=self.bucket, Key=self.prefix + key)
