@@ -15,7 +15,7 @@ from converters.cli import register as register_converters
 from syncd import __version__, logs, triggers
 from syncd import config as config_mod
 from syncd.bundles import publish_changed
-from syncd.checkpoint import Checkpoint, default_state_path
+from syncd.checkpoint import Checkpoint
 from syncd.daemon import Daemon
 from syncd.database import connect, default_db_url, mask_url
 from syncd.dir_source import DirectorySource, is_dir_url, settled_scan
@@ -145,7 +145,7 @@ def _resync(args: argparse.Namespace) -> int:
     if is_dir_url(cfg.db):
         return _resync_directory(args, cfg, store)
     db = connect(cfg.db)
-    state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+    state_path = cfg.state_path(store.url)
     scratch = None
     if args.dry_run and args.verify_remote:
         # A dry run must not touch the real checkpoint: plan against a throwaway copy.
@@ -170,18 +170,25 @@ def _resync(args: argparse.Namespace) -> int:
         db.close()
         if scratch is not None:
             scratch.cleanup()
+    bundles_line = None
+    if bundles:
+        count = {status: sum(1 for b in bundles if b.status == status) for status in ("published", "skipped", "failed")}
+        if count["failed"]:
+            summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)")
+        bundles_line = f"bundles: {count['published']} published, {count['skipped']} skipped, {count['failed']} failed"
+    return _report(args, summary, bundles_line)
+
+
+def _report(args: argparse.Namespace, summary: Summary, bundles_line: str | None = None) -> int:
+    """Print a resync's plan (dry run), notes and summary; write its metrics; return its exit code."""
     if args.dry_run:
         for action in summary.plan:
             print(action.describe())
     for note in summary.notes:
         log.warning("%s", note)
-    prefix = "syncd resync (dry run)" if args.dry_run else "syncd resync"
-    print(f"{prefix}: {summary.line(args.dry_run)}")
-    if bundles:
-        count = {status: sum(1 for b in bundles if b.status == status) for status in ("published", "skipped", "failed")}
-        print(f"bundles: {count['published']} published, {count['skipped']} skipped, {count['failed']} failed")
-        if count["failed"]:
-            summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)")
+    print(f"syncd resync{' (dry run)' if args.dry_run else ''}: {summary.line(args.dry_run)}")
+    if bundles_line:
+        print(bundles_line)
     if args.metrics_file:
         write_resync_metrics(args.metrics_file, summary)
     return EXIT_OK if summary.ok else EXIT_FAILED
@@ -191,7 +198,7 @@ def _resync_directory(args: argparse.Namespace, cfg: config_mod.Config, store) -
     """``resync`` from a directory of Label Studio task files (``db: dir:///path``)."""
     try:
         scan = settled_scan(DirectorySource.from_url(cfg.db))
-        state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+        state_path = cfg.state_path(store.url)
         checkpoint = Checkpoint(state_path, store.url)
         syncer = Syncer(None, store, checkpoint, resync_options(cfg, dry_run=args.dry_run))
         try:
@@ -206,15 +213,7 @@ def _resync_directory(args: argparse.Namespace, cfg: config_mod.Config, store) -
         store.close()
     for error in scan.errors:
         summary.fail(error)
-    if args.dry_run:
-        for action in summary.plan:
-            print(action.describe())
-    for note in summary.notes:
-        log.warning("%s", note)
-    print(f"syncd resync{' (dry run)' if args.dry_run else ''}: {summary.line(args.dry_run)}")
-    if args.metrics_file:
-        write_resync_metrics(args.metrics_file, summary)
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    return _report(args, summary)
 
 
 def write_resync_metrics(path: str, summary) -> None:
@@ -298,7 +297,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if store is not None:
-        state_path = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+        state_path = cfg.state_path(store.url)
         try:
             Checkpoint(state_path, store.url).close()
             results.append((True, f"state {state_path}: usable"))

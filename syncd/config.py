@@ -44,6 +44,12 @@ class Config:
     bundles: BundleConfig | None = None  # export formats published per project
     source_file: str | None = None  # where it was read from, for messages
 
+    def state_path(self, target_url: str) -> Path:
+        """The checkpoint file: ``state`` if set, else the per-target default."""
+        from syncd.checkpoint import default_state_path
+
+        return Path(self.state).expanduser() if self.state else default_state_path(target_url)
+
     def backend_options(self, scheme: str) -> dict[str, Any]:
         section = {"s3": "s3", "gs": "gcs", "azure": "azure", "az": "azure"}.get(scheme)
         return dict(getattr(self, section)) if section else {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from syncd import triggers
 from syncd.bundles import BundleScheduler, publish_changed
-from syncd.checkpoint import Checkpoint, default_state_path
+from syncd.checkpoint import Checkpoint
 from syncd.config import Config
 from syncd.database import connect, default_db_url, driver_errors, sqlite_path
 from syncd.dir_source import DirectorySource, is_dir_url
@@ -149,7 +149,7 @@ class Daemon:
         db = checkpoint = syncer = listener = None
         try:
             db = connect(cfg.db)
-            state = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+            state = cfg.state_path(store.url)
             checkpoint = Checkpoint(state, store.url)
             source = LabelStudioSource(db, batch_size=cfg.batch_size)
             syncer = Syncer(source, store, checkpoint, self.options_from(cfg), stop=self.stop)
@@ -178,7 +178,7 @@ class Daemon:
         checkpoint = syncer = None
         try:
             source = DirectorySource.from_url(cfg.db)
-            state = Path(cfg.state).expanduser() if cfg.state else default_state_path(store.url)
+            state = cfg.state_path(store.url)
             checkpoint = Checkpoint(state, store.url)
             syncer = Syncer(None, store, checkpoint, self.options_from(cfg), stop=self.stop)
             self.waker.close()
