@@ -47,6 +47,7 @@ from syncd.source import LabelStudioSource, Project
 from syncd.stores.base import Store
 from syncd.stores.local import TMP_DIR
 from syncd.transfer import with_retries
+from syncd.values import boolean, whole_number
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -119,11 +120,11 @@ def parse_bundle_config(raw: dict | list | str | None, where: str = "bundles") -
                 raise ConfigError(f"{where}.key_template: must be a string, got {template!r}")
             cfg.key_template = template
         if raw.get("keep") is not None:
-            cfg.keep = _whole(raw["keep"], f"{where}.keep", 1, MAX_KEEP)
+            cfg.keep = whole_number(raw["keep"], f"{where}.keep", 1, MAX_KEEP)
         if raw.get("debounce") is not None:
             cfg.debounce = _seconds(raw["debounce"], f"{where}.debounce")
         if raw.get("zip") is not None:
-            cfg.zip = _boolean(raw["zip"], f"{where}.zip")
+            cfg.zip = boolean(raw["zip"], f"{where}.zip")
     else:
         raise ConfigError(f"{where}: must be a list of formats or a mapping with formats:, "
                           f"keep:, debounce:, key_template:, zip:; got {raw!r}")
@@ -151,19 +152,6 @@ def _formats(value: Any, where: str) -> list[str]:
     return out
 
 
-def _whole(value: Any, where: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        number = None
-    else:
-        try:
-            number = int(value) if not isinstance(value, float) or value.is_integer() else None
-        except ValueError:
-            number = None
-    if number is None or not low <= number <= high:
-        raise ConfigError(f"{where}: must be a whole number from {low} to {high}, got {value!r}")
-    return number
-
-
 def _seconds(value: Any, where: str) -> float:
     try:
         number = float(value) if not isinstance(value, bool) else -1.0
@@ -172,14 +160,6 @@ def _seconds(value: Any, where: str) -> float:
     if not 0 <= number <= MAX_DEBOUNCE:
         raise ConfigError(f"{where}: must be a number of seconds from 0 to {MAX_DEBOUNCE:.0f}, got {value!r}")
     return number
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.lower() in ("true", "yes", "on", "1")
-    raise ConfigError(f"{where}: must be true or false, got {value!r}")
 
 
 def validate_bundle_template(template: str, where: str = "bundles.key_template") -> str:

@@ -18,6 +18,7 @@ import yaml
 from syncd.bundles import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
+from syncd.values import boolean, whole_number
 
 BACKEND_SECTIONS = ("s3", "gcs", "azure")
 
@@ -149,15 +150,15 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value is None:
             return []
         items = value if isinstance(value, list) else [value]
-        return [_int(v, f"{where}", 1, None) for v in items]
+        return [whole_number(v, f"{where}", 1, None) for v in items]
     if key == "delete":
-        return _bool(value, where)
+        return boolean(value, where)
     if key == "max_delete":
-        return None if value is None or value == "" else _int(value, where, 0, None)
+        return None if value is None or value == "" else whole_number(value, where, 0, None)
     if key == "transfers":
-        return _int(value, where, 1, 256)
+        return whole_number(value, where, 1, 256)
     if key == "batch_size":
-        return _int(value, where, 1, 10000)
+        return whole_number(value, where, 1, 10000)
     if key == "bundles":
         return parse_bundle_config(value, where)
     if key in BACKEND_SECTIONS:
@@ -167,27 +168,6 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: must be a mapping of {key} options, got {value!r}")
         return dict(value)
     raise AssertionError(key)
-
-
-def _int(value: Any, where: str, low: int, high: int | None) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        number = int(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number < low or (high is not None and number > high):
-        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ConfigError(f"{where}: must be a whole number {span}, got {value!r}")
-    return number
-
-
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.lower() in ("true", "yes", "on", "1")
-    raise ConfigError(f"{where}: must be true or false, got {value!r}")
 
 
 def validate(cfg: Config, origin: str = "config") -> Config:

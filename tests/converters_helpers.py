@@ -83,3 +83,16 @@ def read_png_gray8(path: Path) -> tuple[int, int, bytes]:
         out += line
         prev = line
     return width, height, bytes(out)
+
+
+def run(argv: list[str]) -> int:
+    """``syncd convert``/``formats`` through the converters' own argparse wiring."""
+    import argparse
+
+    from converters import cli
+
+    parser = argparse.ArgumentParser(prog="syncd")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    cli.register(subparsers)
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sqlite3
@@ -13,17 +12,9 @@ import pytest
 
 from converters import cli
 
-from .converters_helpers import EXPORTS, files_under, needs_fixtures
+from .converters_helpers import EXPORTS, files_under, needs_fixtures, run
 
 pytestmark = needs_fixtures
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="syncd")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    cli.register(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_convert_export_file_to_yolo(tmp_path, capsys):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import struct
 import zlib
 
 import pytest
 
-from converters import cli
 from converters.images import ImageFetcher
+from tests.converters_helpers import run
 from tests.servers import apply_env, get_service, s3_service_fixture  # noqa: F401  (pytest fixture)
 
 LABEL_CONFIG = """<View>
@@ -28,14 +27,6 @@ def png(width: int, height: int) -> bytes:
     rows = b"".join(b"\x00" + bytes([200, y * 30 % 256, 128]) * width for y in range(height))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="syncd")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    cli.register(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def task(task_id: int, image: str) -> dict:

@@ -1,0 +1,28 @@
+"""Parsing config values: one wording for every key's error ("must be a whole number ...")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.errors import ConfigError
+
+
+def whole_number(value: Any, where: str, low: int, high: int | None) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ConfigError(f"{where}: must be a whole number {span}, got {value!r}")
+    return number
+
+
+def boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"{where}: must be true or false, got {value!r}")
