@@ -392,25 +392,17 @@ def test_http_errors_are_classified(cloud: Harness, fault_proxy: Callable[[str],
     assert proxy.count("PUT") + proxy.count("POST") == expected, "max_attempts=1 must not retry in the SDK"
 
 
-def test_head_without_body_403_is_fatal(cloud: Harness, fault_proxy: Callable[[str], Any]) -> None:
+@pytest.mark.parametrize("method", ["head", "get"])
+def test_read_errors_are_classified(cloud: Harness, fault_proxy: Callable[[str], Any], method: str) -> None:
+    # HEAD answers carry no body, so the status alone must classify them; get must agree with head:
+    # 403 is fatal, 500 retryable.
     proxy = fault_proxy(cloud.service.endpoint)
     store, bucket = cloud.fresh(endpoint=proxy.url, max_attempts=1)
     proxy.clear()
     headers, body = cloud.service.error_answer(403, DENIED_CODE[cloud.service.name])
     proxy.fail(403, headers=headers, body=body, times=10)
     with pytest.raises(StoreError) as err:
-        store.head("1.json")
-    assert err.value.fatal and bucket in str(err.value)
-
-
-def test_get_errors_are_classified_like_head(cloud: Harness, fault_proxy: Callable[[str], Any]) -> None:
-    proxy = fault_proxy(cloud.service.endpoint)
-    store, bucket = cloud.fresh(endpoint=proxy.url, max_attempts=1)
-    proxy.clear()
-    headers, body = cloud.service.error_answer(403, DENIED_CODE[cloud.service.name])
-    proxy.fail(403, headers=headers, body=body, times=10)
-    with pytest.raises(StoreError) as err:
-        store.get("1.json")
+        getattr(store, method)("1.json")
     assert err.value.fatal and not err.value.retryable
     assert bucket in str(err.value) and "\n" not in str(err.value)
 
@@ -418,7 +410,7 @@ def test_get_errors_are_classified_like_head(cloud: Harness, fault_proxy: Callab
     headers, body = cloud.service.error_answer(500, SERVER_CODE[cloud.service.name])
     proxy.fail(500, headers=headers, body=body, times=10)
     with pytest.raises(StoreError) as err:
-        store.get("1.json")
+        getattr(store, method)("1.json")
     assert err.value.retryable and not err.value.fatal
     assert bucket in str(err.value)
 
