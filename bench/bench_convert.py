@@ -61,7 +61,7 @@ def synthesize(slug: str, n: int, path: Path) -> None:
                     task["data"][key] = f"{head}/{stem}-{task_id}{ext}"
             if i:
                 out.write(",")
-            out.write(json.dumps(task, ensure_ascii=False))
+            out.write(json.dumps(task, ensure_ascii=False, separators=(",", ":")))  # as Label Studio writes it
         out.write("]")
 
 

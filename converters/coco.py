@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import compact_json
-from .items import task_items_or_warn
+from .fastio import compact_json, json_number
+from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import is_cloud_uri, label_basename
 from .yolo import _image_reason
@@ -131,6 +131,8 @@ class CocoJob:
     """One task -> per exported image: its ``images`` line around the id, and its annotation lines
     without ``id``/``image_id`` (numbered when written, in task order)."""
 
+    fields = ItemTask  # what task_items reads (workers decode only that)
+
     def __init__(self, config: LabelConfig, image_info: Callable[[str], ImageInfo | None] | None = None) -> None:
         self.config = config
         self.image_info = image_info
@@ -155,7 +157,7 @@ class CocoJob:
             info = self.image_info(url) if self.image_info is not None else None
             if info is not None:  # a downloaded image: its size, as Label Studio reads it from the file
                 width, height = info.width, info.height
-            annotations: list[dict] = []
+            annotations: list[str] = []  # JSON objects without their opening "{" (ids go first)
             keypoints: list[dict] = []
             for label in (v for values in item.output.values() for v in values):
                 category = None
@@ -185,22 +187,23 @@ class CocoJob:
                         y = y * label["original_height"] / 100
                         w = w * label["original_width"] / 100
                         h = h * label["original_height"] / 100
-                        annotations.append({
-                            "category_id": category_id,
-                            "segmentation": [], "bbox": [x, y, w, h], "ignore": 0, "iscrowd": 0,
-                            "area": w * h,
-                        })
+                        annotations.append(
+                            f'"category_id":{json_number(category_id)},"segmentation":[],"bbox":[{json_number(x)},'
+                            f'{json_number(y)},{json_number(w)},{json_number(h)}],"ignore":0,"iscrowd":0,'
+                            f'"area":{json_number(w * h)}}}'
+                        )
                     elif "polygonlabels" in label:
                         pts = [(px / 100 * width, py / 100 * height) for px, py in label["points"]]
                         xs = [p[0] for p in pts]
                         ys = [p[1] for p in pts]
                         x1, y1 = min(xs), min(ys)
-                        annotations.append({
-                            "category_id": category_id,
-                            "segmentation": [[c for p in pts for c in p]],
-                            "bbox": [x1, y1, max(xs) - x1, max(ys) - y1], "ignore": 0, "iscrowd": 0,
-                            "area": polygon_area(xs, ys),
-                        })
+                        annotations.append(
+                            f'"category_id":{json_number(category_id)},"segmentation":[['
+                            + ",".join([json_number(c) for p in pts for c in p])
+                            + f']],"bbox":[{json_number(x1)},{json_number(y1)},{json_number(max(xs) - x1)},'
+                            f'{json_number(max(ys) - y1)}],"ignore":0,"iscrowd":0,'
+                            f'"area":{json_number(polygon_area(xs, ys))}}}'
+                        )
                     elif "keypointlabels" in label:
                         keypoints.append(label)
                 except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as exc:
@@ -209,14 +212,14 @@ class CocoJob:
                 try:
                     annotation = _keypoint_annotation(keypoints, self.order, 0, 0, name_to_id)
                     del annotation["id"], annotation["image_id"]
-                    annotations.append(annotation)
+                    annotations.append(_dumps(annotation)[1:])
                 except (KeyError, TypeError, ValueError) as exc:
                     warn(item.id, f"annotation {item.annotation_id}: key points skipped ({exc})")
             # {"width":..,"height":..,"id":<id>,"file_name":..}: the parts around the id
-            head = _dumps({"width": width, "height": height})[:-1] + ',"id":'
+            head = f'{{"width":{json_number(width)},"height":{json_number(height)},"id":'
             file_name = "images/" + info.name if info is not None else image_file_name(url)
             tail = ',"file_name":' + _dumps(file_name) + "}\n"
-            images.append((head, tail, [_dumps(a)[1:] for a in annotations]))
+            images.append((head, tail, annotations))
         return images or None
 
 

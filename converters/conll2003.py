@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import parallel
 from .base import Converter, ConvertOptions, register
-from .items import task_items_or_warn
+from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import token_starts
 
@@ -56,6 +56,8 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
 
 class ConllJob:
     """One task -> its CoNLL blocks (one per annotation)."""
+
+    fields = ItemTask  # what task_items reads (workers decode only that)
 
     def __init__(self, config: LabelConfig) -> None:
         self.config = config

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
 from .fastio import compact_json
-from .items import annotator, prettify_result, task_items_or_warn
+from .items import ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
 _FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
@@ -41,6 +41,8 @@ def _read_spool(spool: BinaryIO) -> Iterator[list]:
 
 class CsvJob:
     """One task -> its rows (marshal bytes) and the columns they use."""
+
+    fields = ItemTask  # what task_items reads (workers decode only that)
 
     def __init__(self, config: LabelConfig) -> None:
         self.config = config

@@ -10,12 +10,48 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .base import ConvertOptions
 from .label_config import LabelConfig
 
-__all__ = ["Item", "annotator", "iter_items", "normalize_task", "prettify_result"]
+__all__ = ["ItemTask", "Item", "annotator", "iter_items", "normalize_task", "prettify_result"]
+
+
+# The part of a task document that ``task_items`` reads, as a typed schema for msgspec: a worker
+# process decodes an export's tasks straight into dicts holding only these keys (skipping the
+# rest, such as predictions and the prediction copied into every annotation, costs almost
+# nothing), which is ~3x faster than parsing whole tasks. Keys absent from a task stay absent.
+# Any JSON this schema does not fit (a result that is not an object, NaN...) makes the decoder
+# fail, and that batch is then parsed whole, the usual way: same items, same warnings.
+class _ResultFields(TypedDict, total=False):
+    id: Any
+    parentID: Any
+    from_name: Any
+    type: Any
+    value: Any
+    original_width: Any
+    original_height: Any
+
+
+class _AnnotationFields(TypedDict, total=False):
+    id: Any
+    completed_by: Any
+    result: list[_ResultFields] | None
+    was_cancelled: Any
+    skipped: Any
+    created_at: Any
+    updated_at: Any
+    lead_time: Any
+    history: Any
+
+
+class ItemTask(TypedDict, total=False):
+    id: Any
+    data: Any
+    annotations: list[_AnnotationFields] | None
+    completions: list[_AnnotationFields] | None
+    agreement: Any
 
 
 @dataclass(slots=True)

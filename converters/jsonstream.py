@@ -266,8 +266,10 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
     * ``("value", offset, value)``: an element read here the exact way (the first one, to learn
       the separator between elements, and any element whose braces do not balance);
     * ``("batch", offset, raw)``: about ``size`` bytes holding whole elements and the separators
-      between them (no brackets), cut at the learned separator where the counts of braces and
-      brackets since the batch start balance;
+      between them (no brackets), cut at the learned separator where the counts of braces since
+      the batch start balance (the elements are objects, so inside one the count of structural
+      braces is never zero: only braces inside strings or a list element can fool it, and the
+      parse catches that);
     * ``("rest", offset)``: no more cuts (another separator); the elements from ``offset`` on
       must be read with ``iter_array_file(f, inside=True)``.
 
@@ -277,7 +279,7 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
     so the next batch starts right too. When one does not parse, its elements and all after it
     must be read again from its offset with ``iter_array_file(f, inside=True)``.
 
-    When the counts do not balance within twice ``size`` (brackets inside strings), the window
+    When the counts do not balance within twice ``size`` (braces inside strings), the window
     is cut element by element, and an element that does not balance is read the exact way.
     """
     reader = _Reader(f, chunk)
@@ -320,15 +322,14 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
         reader.pos = start
         buf = reader.buf
         scan = start
-        braces = brackets = 0
+        braces = 0
         hit = buf.find(sep, start + size)
         limit = start + 2 * size
         while 0 <= hit <= limit:
             stop = hit + 1
             braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
-            brackets += buf.count(b"[", scan, stop) - buf.count(b"]", scan, stop)
             scan = stop
-            if braces == 0 and brackets == 0:
+            if braces == 0:
                 break
             hit = buf.find(sep, stop)
         if 0 <= hit <= limit:
@@ -340,7 +341,7 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
             tail = buf[start:].rstrip(_WS)
             if tail.endswith(b"]"):
                 body = tail[:-1]
-                if body.count(b"{") == body.count(b"}") and body.count(b"[") == body.count(b"]"):
+                if body.count(b"{") == body.count(b"}"):
                     yield "batch", reader.base + start, body
                     yield None
                     return
@@ -364,16 +365,15 @@ def _element_end(buf: bytes, sep: bytes, pos: int, limit: int) -> int:
     """End of the element at ``pos`` (after its "}") at a separator where its braces balance,
     looking at most 16 separators and up to ``limit``; -1 if none."""
     scan = pos
-    braces = brackets = 0
+    braces = 0
     for _ in range(16):
         hit = buf.find(sep, scan, limit + len(sep))
         if hit < 0:
             return -1
         stop = hit + 1
         braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
-        brackets += buf.count(b"[", scan, stop) - buf.count(b"]", scan, stop)
         scan = stop
-        if braces == 0 and brackets == 0:
+        if braces == 0:
             return stop
     return -1
 

@@ -9,8 +9,8 @@ payloads:
 * from worker processes, when ``tasks`` is an :class:`ArrayFile` (a JSON export file, as the CLI
   reads it) big enough to pay for starting them, and ``ConvertOptions.workers`` allows it.
   This process only cuts the file into batches of about 1 MB of whole tasks
-  (``jsonstream.iter_array_batches``, no parsing) and sends them to the workers, which parse
-  and process them. At most a few batches are in flight, so memory does not grow with the file.
+  (``jsonstream.iter_array_batches``, no parsing) and sends their offsets to the workers, which
+  read, parse and process them. At most a few batches are in flight, so memory does not grow with the file.
 
 Both ways give the same payloads in the same order, with the same warnings:
 
@@ -24,7 +24,8 @@ Both ways give the same payloads in the same order, with the same warnings:
 Workers are forked (no re-import of the caller's ``__main__``, fast start), and only when no
 other thread runs in this process (forking a threaded program is unsafe: syncd's daemon, for
 one, converts in this process). Each builds its own job from the format name and the label config.
-Without ``fork`` (Windows) or without orjson everything runs in this process.
+Without ``fork`` (Windows) or without orjson everything runs in this process. With msgspec
+installed, a worker decodes a batch into only the fields its job reads (``Job.fields``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from . import jsonstream
 from .base import ConvertOptions
 from .label_config import LabelConfig
 
+try:  # optional accelerator, never required
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    _msgspec = None  # type: ignore[assignment]
+
 __all__ = ["ArrayFile", "Job", "Redo", "register_job", "results"]
 
 OWN_THREAD_PREFIX = "converters-"  # our own threads (fastio.SmallFiles) do not prevent forking
@@ -55,6 +61,9 @@ class Redo(Exception):
 
 
 class Job(Protocol):
+    """``fields`` (optional): a msgspec type (a TypedDict) of the part of a task that ``process``
+    reads; workers then decode tasks into just that part (see ``items.ItemTask``)."""
+
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> Any:
         """The payload of one task (None: nothing to write). With ``main`` False it may raise Redo."""
 
@@ -144,23 +153,58 @@ def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
 # ------------------------------------------------------------------------------ worker side
 
 _worker_job: Job | None = None
+_worker_decoder: Any = None  # msgspec decoder of a batch into the job's fields, if it has any
 
 
-def _init_worker(fmt: str, config: LabelConfig) -> None:
-    global _worker_job
+_worker_fd = -1  # the export file, read by each worker itself (only offsets cross the pipe)
+
+
+def _init_worker(fmt: str, config: LabelConfig, path: Path) -> None:
+    global _worker_job, _worker_decoder, _worker_fd
     _worker_job = _JOBS[fmt](config)  # the caller's own config object (forked, not pickled)
+    _worker_fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    fields = getattr(_worker_job, "fields", None)
+    if fields is not None and _msgspec is not None:
+        _worker_decoder = _msgspec.json.Decoder(list[fields])
 
 
-def _run_batch(raw: bytes) -> list[tuple[Any, Any]] | None:
-    """Process the tasks of a batch: [(payload, warnings) or (_REDO, task)]; None if the batch
-    is not a run of whole JSON values (a wrong cut, or invalid JSON)."""
+def _decode_fields(raw: bytes) -> list[Any] | None:
+    """The batch's tasks holding only the job's fields, or None (no decoder, or JSON that the
+    schema does not fit: the batch is then parsed whole)."""
+    if _worker_decoder is None:
+        return None
+    try:
+        return _worker_decoder.decode(b"[" + raw + b"]")
+    except _msgspec.DecodeError:  # also ValidationError
+        return None
+
+
+def _read(offset: int, length: int) -> bytes:
+    parts = []
+    while length > 0:
+        part = os.pread(_worker_fd, length, offset)
+        if not part:
+            break  # the file shrank: the batch will not parse
+        parts.append(part)
+        offset += len(part)
+        length -= len(part)
+    return b"".join(parts)
+
+
+def _run_batch(offset: int, length: int) -> list[tuple[Any, Any]] | None:
+    """Process the tasks of the batch at ``offset``: [(payload, warnings) or (_REDO, task)]; None
+    if the batch is not a run of whole JSON values (a wrong cut, or invalid JSON)."""
     job = _worker_job
     assert job is not None
+    raw = _read(offset, length)
     out: list[tuple[Any, Any]] = []
-    try:
+    tasks: Iterable[Any] | None = _decode_fields(raw)
+    if tasks is None:
         # processed while parsing (fewer live objects); all of it is dropped if the batch turns out
         # not to be a run of whole JSON values
-        for task in jsonstream.iter_array_file(io.BytesIO(b"[" + raw + b"]"), len(raw) + 2):
+        tasks = jsonstream.iter_array_file(io.BytesIO(b"[" + raw + b"]"), len(raw) + 2)
+    try:
+        for task in tasks:
             if isinstance(task, list):  # a list of tasks: the main process goes through it
                 out.append((_REDO, task))
                 continue
@@ -207,7 +251,7 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
     restart_at: int | None = None
     error: BaseException | None = None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(fmt, config))
+                               initializer=_init_worker, initargs=(fmt, config, tasks.path))
     try:
         exhausted = False
         while True:
@@ -222,7 +266,7 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
                     exhausted = True
                     break
                 if cut[0] == "batch":
-                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[2]))
+                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], len(cut[2])))
                 pending.append(cut)
                 if cut[0] == "rest":
                     exhausted = True

@@ -13,7 +13,7 @@ from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
 from .fastio import SmallFiles
-from .items import task_items_or_warn
+from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import label_basename
 
@@ -153,6 +153,8 @@ def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str])
 
 class YoloJob:
     """One task -> [(label file name, text, or None for an empty file that must not replace one)]."""
+
+    fields = ItemTask  # what task_items reads (workers decode only that)
 
     def __init__(self, config: LabelConfig, obb: bool = False) -> None:
         self.config = config
