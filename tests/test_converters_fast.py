@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import converters
-from converters import cli, fastio, images, jsonstream, parallel, treebank
+from converters import cli, fastio, images, items, jsonstream, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
 
 from .converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
@@ -263,8 +263,16 @@ def _tricky_export(slug: str, path: Path) -> None:
 
 @needs_fixtures
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+@pytest.mark.parametrize("decoder", ["msgspec", "orjson"])
 @pytest.mark.parametrize("fmt", PER_TASK_FORMATS)
-def test_workers_give_the_same_output(fmt, tmp_path, monkeypatch):
+def test_workers_give_the_same_output(fmt, decoder, tmp_path, monkeypatch):
+    """Workers give the output and warnings of one process, whether they decode only the fields
+    the format reads (msgspec; batches with NaN, a list element or a malformed task do not fit
+    and are parsed whole) or whole tasks."""
+    if decoder == "msgspec":
+        pytest.importorskip("msgspec")
+    else:
+        monkeypatch.setattr(parallel, "_msgspec", None)
     monkeypatch.setattr(parallel, "_BATCH_BYTES", 20000)  # many batches
     slug = {"CONLL2003": "text-ner", "CSV": "text-classification", "TSV": "image-keypoints"}.get(fmt, "image-bbox")
     source = tmp_path / "in.json"
@@ -297,6 +305,29 @@ def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(tmp_path, monke
     monkeypatch.setattr(parallel.ArrayFile, "iter_from", original)
     _convert_file(source, "CONLL2003", cfg, tmp_path / "one", 0)
     assert (tmp_path / "one" / "result.conll").read_bytes() == (tmp_path / "two" / "result.conll").read_bytes()
+
+
+@needs_fixtures
+def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit():
+    pytest.importorskip("msgspec")
+    config = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
+    parallel._init_worker("COCO", config, EXPORTS / "image-bbox" / "JSON.json")
+    try:
+        tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
+        raw = json.dumps(tasks, ensure_ascii=False)[1:-1].encode()
+        decoded = parallel._decode_fields(raw)
+        assert [t["id"] for t in decoded] == [t["id"] for t in tasks]
+        assert all("predictions" not in t and "data" in t for t in decoded)
+        assert any(t["annotations"] for t in decoded)
+        # the items (what every per-task format is built from) are the same
+        for full, part in zip(tasks, decoded, strict=True):
+            assert items.task_items(part, config, True) == items.task_items(full, config, True)
+        assert parallel._decode_fields(b'{"id":1,"annotations":[],"data":{"x":NaN}}') is None
+        assert parallel._decode_fields(b'{"id":1,"annotations":[{"result":[5]}],"data":{}}') is None
+    finally:
+        parallel._worker_decoder = None
+        parallel._worker_job = None
+        os.close(parallel._worker_fd)
 
 
 def test_no_workers_for_small_files_or_plain_iterables(tmp_path):
