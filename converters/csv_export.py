@@ -40,7 +40,10 @@ def _read_spool(spool: BinaryIO) -> Iterator[list]:
 
 
 class CsvJob:
-    """One task -> its rows (marshal bytes) and the columns they use."""
+    """One task -> its rows (marshal bytes) and the columns they use. A row is its column names
+    (outputs and id, data fields, annotation fields) and its cells in that order; the file's
+    line is made from them with one template per distinct set of column names, once the header
+    is known (see ``_line_template``)."""
 
     fields = ItemTask  # what task_items reads (workers decode only that)
 
@@ -93,7 +96,10 @@ class CsvJob:
             head = {k: _cell(v) for k, v in outputs.items()}
             if item.id is not None and "id" not in head:  # a control named "id" wins, as in DictWriter rows
                 head["id"] = _cell(item.id)
-            rows.append((head, {k: _cell(v) for k, v in inputs.items()}, {k: _cell(v) for k, v in meta.items()}))
+            cells = [*head.values()]
+            cells += [_cell(v) for v in inputs.values()]
+            cells += [_cell(v) for v in meta.values()]
+            rows.append(((tuple(head), tuple(inputs), tuple(meta)), tuple(cells)))
         if not rows:
             return None
         # marshal: exact for every JSON value (NaN and big integers included), and fast
@@ -135,14 +141,12 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
         with open(path, "w", encoding="utf-8", newline="") as out:
             out.write(sep.join(map(_cell, fieldnames)) + "\r\n")  # DictWriter.writeheader
             lines = []
-            for record, inputs, meta in _read_spool(spool):  # cells: id and outputs, data, meta
-                if colliding:
-                    for k, v in inputs.items():
-                        record[f"_data_{k}" if k in colliding else k] = v
-                else:
-                    record.update(inputs)
-                record.update(meta)
-                lines.append(sep.join([record.get(k, empty) for k in fieldnames]))
+            templates: dict[tuple, Callable[..., str]] = {}
+            for columns, cells in _read_spool(spool):
+                fill = templates.get(columns)
+                if fill is None:
+                    fill = templates[columns] = _line_template(columns, fieldnames, colliding, sep, empty)
+                lines.append(fill(*cells))
                 if len(lines) >= _WRITE_BATCH:
                     lines.append("")
                     out.write("\r\n".join(lines))
@@ -151,6 +155,18 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
                 lines.append("")
                 out.write("\r\n".join(lines))
     return [path]
+
+
+def _line_template(columns: tuple[tuple, tuple, tuple], fieldnames: list[str], colliding: set[str],
+                   sep: str, empty: str) -> Callable[..., str]:
+    """``template(*cells)`` is the line of a row with these columns (outputs and id, data fields,
+    annotation fields), as a ``DictWriter`` writes the dict made of them in that order: a data
+    field named like an output is ``_data_<name>``, a later name wins, a missing one is empty."""
+    head, inputs, meta = columns
+    where = {}
+    for i, name in enumerate((*head, *(f"_data_{k}" if k in colliding else k for k in inputs), *meta)):
+        where[name] = i
+    return sep.join(f"{{{where[k]}}}" if k in where else empty for k in fieldnames).format
 
 
 def _cell(value: object) -> str:
