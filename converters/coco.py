@@ -222,6 +222,28 @@ class CocoJob:
             images.append((head, tail, annotations))
         return images or None
 
+    def combine(self, payloads: list[list[tuple[str, str, list[str]]]]) -> tuple[str, int, str, list[int]]:
+        """The images' and the annotations' lines, each with a "," before it, as %-templates
+        for their ids (``%d``); how many images; the image (0, 1... in this chunk) of each
+        annotation. The JSON text holds no NUL (it would be escaped), so NUL marks an id."""
+        image_lines = []
+        ann_lines = []
+        ann_images = []
+        n_images = 0
+        for images in payloads:
+            for head, tail, image_annotations in images:
+                image_lines.append(f",{head}\0{tail}")
+                for rest in image_annotations:
+                    # {"id":..,"image_id":..,"category_id":..}: the id fields come first
+                    ann_lines.append(f',{{"id":\0,"image_id":\0,{rest}\n')
+                    ann_images.append(n_images)
+                n_images += 1
+        return (_template("".join(image_lines)), n_images, _template("".join(ann_lines)), ann_images)
+
+
+def _template(text: str) -> str:
+    return text.replace("%", "%%").replace("\0", "%d")
+
 
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -230,24 +252,17 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     n_annotations = 0
     with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
             tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
-        image_lines: list[str] = []
-        ann_lines: list[str] = []
-        for images in parallel.results(tasks, "COCO", job, config, options):
-            for head, tail, annotations in images:
-                image_id = n_images
-                image_lines.append(f"{',' if n_images else ''}{head}{image_id}{tail}")
-                n_images += 1
-                for rest in annotations:
-                    # {"id":..,"image_id":..,"category_id":..}: the id fields come first
-                    ann_lines.append(f'{"," if n_annotations else ""}{{"id":{n_annotations},'
-                                     f'"image_id":{image_id},{rest}\n')
-                    n_annotations += 1
-            if len(image_lines) >= 4096:
-                images_tmp.write("".join(image_lines))
-                anns_tmp.write("".join(ann_lines))
-                image_lines, ann_lines = [], []
-        images_tmp.write("".join(image_lines))
-        anns_tmp.write("".join(ann_lines))
+        for image_text, images, ann_text, ann_images in parallel.results(tasks, "COCO", job, config, options):
+            first = n_images
+            text = image_text % tuple(range(first, first + images))
+            images_tmp.write(text if n_images else text[1:])  # no "," before the first one
+            n_images += images
+            if ann_images:
+                text = ann_text % tuple(
+                    [n for i, image in enumerate(ann_images, n_annotations) for n in (i, first + image)]
+                )
+                anns_tmp.write(text if n_annotations else text[1:])
+                n_annotations += len(ann_images)
 
         path = out_dir / "result.json"
         now = datetime.now()

@@ -85,6 +85,9 @@ class ConllJob:
             blocks.append("".join(map(_LINE, tokens, tags)) + "\n")
         return "".join(blocks) if blocks else None
 
+    def combine(self, payloads: list[str]) -> str:
+        return "".join(payloads)
+
 
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.conll"

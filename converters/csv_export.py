@@ -51,7 +51,7 @@ class CsvJob:
         self.config = config
 
     def process(self, task: object, warn: Callable[[object, str], None],
-                main: bool) -> tuple[bytes, tuple, tuple, tuple, bool] | None:
+                main: bool) -> tuple[list, set, set, set, bool] | None:
         items = task_items_or_warn(task, self.config, warn)
         if not items:
             return None
@@ -102,7 +102,22 @@ class CsvJob:
             rows.append(((tuple(head), tuple(inputs), tuple(meta)), tuple(cells)))
         if not rows:
             return None
-        # marshal: exact for every JSON value (NaN and big integers included), and fast
+        return rows, input_keys, output_keys, extra_keys, has_id
+
+    def combine(self, payloads: list[tuple[list, set, set, set, bool]]) -> tuple[bytes, tuple, tuple, tuple, bool]:
+        """All the rows (marshal bytes: exact for every JSON value, NaN and big integers included,
+        and fast) and the columns they use."""
+        rows: list = []
+        input_keys: set[str] = set()
+        output_keys: set[str] = set()
+        extra_keys: set[str] = set()
+        has_id = False
+        for task_rows, inputs, outputs, extra, task_has_id in payloads:
+            rows += task_rows
+            input_keys |= inputs
+            output_keys |= outputs
+            extra_keys |= extra
+            has_id = has_id or task_has_id
         return marshal.dumps(rows), tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
 
 

@@ -1,18 +1,20 @@
 """Per-task work on several processes, results in task order.
 
 A per-task format is written as a *job*: ``job.process(task, warn, main)`` turns one task document
-into a payload (pure: it changes nothing shared), and the format's ``convert`` consumes the
-payloads in task order (writes them, numbers them...). ``results(tasks, ...)`` yields those
-payloads:
+into a payload (pure: it changes nothing shared), ``job.combine(payloads)`` joins the payloads of
+consecutive tasks into one *chunk* (less to send between processes, fewer Python steps for the
+consumer), and the format's ``convert`` consumes the chunks in task order (writes them, numbers
+them...). ``results(tasks, ...)`` yields those chunks:
 
 * in this process, one task after the other, for any iterable of tasks; or
 * from worker processes, when ``tasks`` is an :class:`ArrayFile` (a JSON export file, as the CLI
   reads it) big enough to pay for starting them, and ``ConvertOptions.workers`` allows it.
   This process only cuts the file into batches of about 1 MB of whole tasks
   (``jsonstream.iter_array_batches``, no parsing) and sends their offsets to the workers, which
-  read, parse and process them. At most a few batches are in flight, so memory does not grow with the file.
+  read, parse and process them, and combine each batch's payloads. At most a few batches are in
+  flight, so memory does not grow with the file.
 
-Both ways give the same payloads in the same order, with the same warnings:
+Both ways give the same payloads in the same order (chunked differently), with the same warnings:
 
 * a job may raise :class:`Redo` in a worker when a task needs shared state that only the main
   process has (a label missing from the config gets the next free class id): that task is
@@ -66,6 +68,9 @@ class Job(Protocol):
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> Any:
         """The payload of one task (None: nothing to write). With ``main`` False it may raise Redo."""
+
+    def combine(self, payloads: list[Any]) -> Any:
+        """One chunk made of the (not None) payloads of consecutive tasks, in task order."""
 
 
 JobFactory = Callable[[LabelConfig], Job]
@@ -135,19 +140,33 @@ def worker_count(tasks: Iterable[Any], options: ConvertOptions) -> int:
     return wanted if wanted > 1 else 0
 
 
+_RUN = 256  # tasks per chunk in this process
+
+
 def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
             options: ConvertOptions) -> Iterator[Any]:
-    """The payloads of ``job.process`` for every task, in task order (None payloads left out)."""
+    """The chunks (``job.combine``) of the payloads of ``job.process`` for every task, in task
+    order (tasks without a payload left out)."""
     workers = worker_count(tasks, options) if fmt in _JOBS else 0
     if workers:
         yield from _parallel(tasks, fmt, job, config, options, workers)  # type: ignore[arg-type]
         return
-    warn = options.warn
+    yield from _here(tasks, job, options.warn)
+
+
+def _here(tasks: Iterable[Any], job: Job, warn: Callable[[object, str], None]) -> Iterator[Any]:
+    """The chunks of ``tasks``, processed in this process."""
     process = job.process
+    run: list[Any] = []
     for task in tasks:
         payload = process(task, warn, True)
         if payload is not None:
-            yield payload
+            run.append(payload)
+            if len(run) >= _RUN:
+                yield job.combine(run)
+                run = []
+    if run:
+        yield job.combine(run)
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -192,12 +211,16 @@ def _read(offset: int, length: int) -> bytes:
 
 
 def _run_batch(offset: int, length: int) -> list[tuple[Any, Any]] | None:
-    """Process the tasks of the batch at ``offset``: [(payload, warnings) or (_REDO, task)]; None
-    if the batch is not a run of whole JSON values (a wrong cut, or invalid JSON)."""
+    """Process the tasks of the batch at ``offset``: a list of (chunk or None, its tasks'
+    warnings) and (_REDO, task) in task order; None if the batch is not a run of whole JSON
+    values (a wrong cut, or invalid JSON)."""
     job = _worker_job
     assert job is not None
     raw = _read(offset, length)
     out: list[tuple[Any, Any]] = []
+    run: list[Any] = []
+    warnings: list[tuple[object, str]] = []
+    warn = _collector(warnings)
     tasks: Iterable[Any] | None = _decode_fields(raw)
     if tasks is None:
         # processed while parsing (fewer live objects); all of it is dropped if the batch turns out
@@ -206,17 +229,27 @@ def _run_batch(offset: int, length: int) -> list[tuple[Any, Any]] | None:
     try:
         for task in tasks:
             if isinstance(task, list):  # a list of tasks: the main process goes through it
+                redo = True
+            else:
+                seen = len(warnings)
+                try:
+                    payload = job.process(task, warn, False)
+                    redo = False
+                except Redo:
+                    del warnings[seen:]  # the main process says them again
+                    redo = True
+            if redo:
+                if run or warnings:
+                    out.append((job.combine(run) if run else None, warnings))
+                    run, warnings = [], []
+                    warn = _collector(warnings)
                 out.append((_REDO, task))
-                continue
-            warnings: list[tuple[object, str]] = []
-            try:
-                payload = job.process(task, _collector(warnings), False)
-            except Redo:
-                out.append((_REDO, task))
-                continue
-            out.append((payload, warnings))
+            elif payload is not None:
+                run.append(payload)
     except jsonstream.JSONStreamError:
         return None
+    if run or warnings:
+        out.append((job.combine(run) if run else None, warnings))
     return out
 
 
@@ -237,13 +270,9 @@ _REDO = _RedoMarker()
 def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options: ConvertOptions,
               workers: int) -> Iterator[Any]:
     warn = options.warn
-    process = job.process
 
     def in_main(task: Any) -> Iterator[Any]:
-        for one in task if isinstance(task, list) else (task,):
-            payload = process(one, warn, True)
-            if payload is not None:
-                yield payload
+        return _here(task if isinstance(task, list) else (task,), job, warn)
 
     f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
     cuts = jsonstream.iter_array_batches(f, _BATCH_BYTES, tasks.chunk)
@@ -284,23 +313,20 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
                 restart_at = entry[1]
                 error = None
                 break
-            for payload, extra in out:
-                if payload is _REDO:
+            for chunk, extra in out:
+                if chunk is _REDO:
                     yield from in_main(extra)
                     continue
                 for task_id, message in extra:
                     warn(task_id, message)
-                if payload is not None:
-                    yield payload
+                if chunk is not None:
+                    yield chunk
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         cuts.close()
         f.close()
     if restart_at is not None:
-        for task in tasks.iter_from(restart_at):
-            payload = process(task, warn, True)
-            if payload is not None:
-                yield payload
+        yield from _here(tasks.iter_from(restart_at), job, warn)
         return
     if error is not None:
         raise error

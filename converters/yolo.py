@@ -210,6 +210,9 @@ class YoloJob:
             out.append((name, text.encode("utf-8")))
         return out or None
 
+    def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None]]:
+        return [label for labels in payloads for label in labels]
+
 
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              obb: bool) -> list[Path]:
