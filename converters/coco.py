@@ -288,4 +288,4 @@ CONVERTER = register(
     )
 )
 
-parallel.register_job("COCO", CocoJob)
+parallel.register_job("COCO")

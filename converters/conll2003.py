@@ -116,4 +116,4 @@ CONVERTER = register(
     )
 )
 
-parallel.register_job("CONLL2003", ConllJob)
+parallel.register_job("CONLL2003")

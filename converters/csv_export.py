@@ -240,5 +240,5 @@ TSV = register(
     )
 )
 
-parallel.register_job("CSV", CsvJob)
-parallel.register_job("TSV", CsvJob)
+parallel.register_job("CSV")
+parallel.register_job("TSV")

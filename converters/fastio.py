@@ -22,7 +22,7 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "json_number"]
+__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
@@ -82,6 +82,7 @@ _MAX_PENDING = 16  # batches queued at most
 
 _CREATE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _REPLACE = _CREATE | os.O_TRUNC
+_NEW = _CREATE | os.O_EXCL
 
 
 class SmallFiles:
@@ -212,6 +213,30 @@ class SmallFiles:
                     view = view[write(fd, view):]
             finally:
                 close(fd)
+
+
+def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None, bool]]:
+    """Create each file (None: empty) in the directory ``dir_fd`` unless it exists: (name, data,
+    created). A file that exists (or cannot be made) is left alone, for the caller to handle."""
+    out = []
+    for name, data in files:
+        try:
+            fd = os.open(name, _NEW, 0o666, dir_fd=dir_fd)
+        except OSError:
+            out.append((name, data, False))
+            continue
+        try:
+            if data:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+        except OSError:
+            out.append((name, data, False))  # written again by the caller, who sees the error
+            continue
+        finally:
+            os.close(fd)
+        out.append((name, data, True))
+    return out
 
 
 def zip_dir(src: Path, target: Path) -> None:

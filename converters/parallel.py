@@ -25,7 +25,8 @@ Both ways give the same payloads in the same order (chunked differently), with t
 
 Workers are forked (no re-import of the caller's ``__main__``, fast start), and only when no
 other thread runs in this process (forking a threaded program is unsafe: syncd's daemon, for
-one, converts in this process). Each builds its own job from the format name and the label config.
+one, converts in this process). Each works with the caller's job object as it was at the fork
+(``job.start_worker()``, if the job has it, is called first in each worker).
 Without ``fork`` (Windows) or without orjson everything runs in this process. With msgspec
 installed, a worker decodes a batch into only the fields its job reads (``Job.fields``).
 """
@@ -74,13 +75,12 @@ class Job(Protocol):
         """One chunk made of the (not None) payloads of consecutive tasks, in task order."""
 
 
-JobFactory = Callable[[LabelConfig], Job]
-_JOBS: dict[str, JobFactory] = {}
+_PARALLEL: set[str] = set()
 
 
-def register_job(fmt: str, factory: JobFactory) -> None:
-    """Make ``fmt``'s job available to worker processes (``factory(config)`` builds it)."""
-    _JOBS[fmt] = factory
+def register_job(fmt: str) -> None:
+    """Let ``fmt``'s job run in worker processes (its ``convert`` uses ``results``)."""
+    _PARALLEL.add(fmt)
 
 
 class ArrayFile:
@@ -148,7 +148,7 @@ def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
             options: ConvertOptions) -> Iterator[Any]:
     """The chunks (``job.combine``) of the payloads of ``job.process`` for every task, in task
     order (tasks without a payload left out)."""
-    workers = worker_count(tasks, options) if fmt in _JOBS else 0
+    workers = worker_count(tasks, options) if fmt in _PARALLEL else 0
     if workers:
         yield from _parallel(tasks, fmt, job, config, options, workers)  # type: ignore[arg-type]
         return
@@ -179,13 +179,16 @@ _worker_decoder: Any = None  # msgspec decoder of a batch into the job's fields,
 _worker_fd = -1  # the export file, read by each worker itself (only offsets cross the pipe)
 
 
-def _init_worker(fmt: str, config: LabelConfig, path: Path) -> None:
+def _init_worker(job: Job, path: Path) -> None:
     global _worker_job, _worker_decoder, _worker_fd
     # What was forked stays put (no collector passes over it), and young objects (the decoded
     # tasks: many small dicts and lists, without cycles) are collected less often.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    _worker_job = _JOBS[fmt](config)  # the caller's own config object (forked, not pickled)
+    _worker_job = job  # the caller's own job object (forked, not pickled)
+    start = getattr(job, "start_worker", None)
+    if start is not None:
+        start()
     _worker_fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     fields = getattr(_worker_job, "fields", None)
     if fields is not None and _msgspec is not None:
@@ -285,7 +288,7 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
     restart_at: int | None = None
     error: BaseException | None = None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(fmt, config, tasks.path))
+                               initializer=_init_worker, initargs=(job, tasks.path))
     try:
         exhausted = False
         while True:

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 from . import parallel
-from .base import Converter, ConvertOptions, register
+from .base import Converter, ConvertOptions, SortedFiles, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import SmallFiles
+from .fastio import SmallFiles, create_new_files
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import label_basename
@@ -152,13 +152,22 @@ def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str])
 
 
 class YoloJob:
-    """One task -> [(label file name, text, or None for an empty file that must not replace one)]."""
+    """One task -> [(label file name, text, or None for an empty file that must not replace one)].
+
+    A chunk is [(name, text or None, created)]. Worker processes create the label files that do
+    not exist yet themselves (``created`` True), so that the file system's work is spread over
+    them; the main process writes the rest, and writes again a name that a worker created but
+    that an earlier task (in task order) also has, so the files end as if written in task order
+    (see ``_convert``).
+    """
 
     fields = ItemTask  # what task_items reads (workers decode only that)
 
-    def __init__(self, config: LabelConfig, obb: bool = False) -> None:
+    def __init__(self, config: LabelConfig, obb: bool = False, label_dir: Path | None = None) -> None:
         self.config = config
         self.obb = obb
+        self.label_dir = label_dir
+        self._dir_fd: int | None = None  # in a worker: where it creates label files
         self.is_keypoints = bool(config.controls_of_type("KeyPointLabels"))
         if self.is_keypoints:
             kp_names = keypoint_labels(config)
@@ -210,26 +219,38 @@ class YoloJob:
             out.append((name, text.encode("utf-8")))
         return out or None
 
-    def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None]]:
-        return [label for labels in payloads for label in labels]
+    def start_worker(self) -> None:
+        if self.label_dir is not None:
+            self._dir_fd = os.open(self.label_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None, bool]]:
+        labels = [label for labels in payloads for label in labels]
+        if self._dir_fd is None:
+            return [(name, data, False) for name, data in labels]
+        return create_new_files(self._dir_fd, labels)
 
 
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
-             obb: bool) -> list[Path]:
+             obb: bool) -> SortedFiles:
     label_dir = out_dir / "labels"
     image_dir = out_dir / "images"
     label_dir.mkdir(parents=True, exist_ok=True)
     image_dir.mkdir(parents=True, exist_ok=True)
-    job = YoloJob(config, obb)
+    can_create = os.open in os.supports_dir_fd
+    job = YoloJob(config, obb, label_dir if can_create else None)
     written: set[str] = set()  # label file names (small strings; returned at the end)
     fmt = "YOLO_OBB" if obb else "YOLO"
     with SmallFiles(label_dir) as files:
         for labels in parallel.results(tasks, fmt, job, config, options):
-            for name, data in labels:
-                if data is None:
-                    files.touch(name)  # an existing file keeps its content
-                else:
-                    files.write(name, data)
+            for name, data, created in labels:
+                # Not created by a worker (it existed: made by another task, here or in a worker,
+                # or before the conversion), or created by a worker although an earlier task has
+                # the same name: written here, in task order, so the last task's file wins.
+                if not created or name in written:
+                    if data is None:
+                        files.touch(name)  # an existing file keeps its content
+                    else:
+                        files.write(name, data)
                 written.add(name)
     categories = job.categories
     classes = out_dir / "classes.txt"
@@ -245,14 +266,15 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
             f,
             indent=2,
         )
-    return [classes, notes, *(label_dir / name for name in sorted(written))]
+    # classes.txt < labels/... < notes.json: Path order
+    return SortedFiles(out_dir, ["classes.txt", *("labels/" + name for name in sorted(written)), "notes.json"])
 
 
-def convert_yolo(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+def convert_yolo(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> SortedFiles:
     return _convert(tasks, config, out_dir, options, obb=False)
 
 
-def convert_obb(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+def convert_obb(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> SortedFiles:
     return _convert(tasks, config, out_dir, options, obb=True)
 
 
@@ -273,5 +295,5 @@ YOLO_OBB = register(
     )
 )
 
-parallel.register_job("YOLO", YoloJob)
-parallel.register_job("YOLO_OBB", lambda config: YoloJob(config, obb=True))
+parallel.register_job("YOLO")
+parallel.register_job("YOLO_OBB")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import converters
-from converters import cli, fastio, images, items, jsonstream, parallel, treebank
+from converters import cli, coco, fastio, images, items, jsonstream, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
 
 from .converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
@@ -311,7 +311,7 @@ def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(tmp_path, monke
 def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit():
     pytest.importorskip("msgspec")
     config = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
-    parallel._init_worker("COCO", config, EXPORTS / "image-bbox" / "JSON.json")
+    parallel._init_worker(coco.CocoJob(config), EXPORTS / "image-bbox" / "JSON.json")
     try:
         tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
         raw = json.dumps(tasks, ensure_ascii=False)[1:-1].encode()
