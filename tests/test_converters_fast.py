@@ -286,6 +286,29 @@ def test_workers_give_the_same_output(fmt, decoder, tmp_path, monkeypatch):
 
 @needs_fixtures
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+def test_yolo_workers_leave_files_that_exist_to_the_main_process(tmp_path, monkeypatch):
+    """Workers create only new label files; one that exists before the run (or is made by
+    another task) is written in task order by the main process, as without workers."""
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 20000)
+    source = tmp_path / "in.json"
+    _tricky_export("image-bbox", source)
+    cfg = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
+    _convert_file(source, "YOLO", cfg, tmp_path / "probe", 0)
+    names = sorted(p.name for p in (tmp_path / "probe" / "labels").iterdir())
+    for run in ("one", "two"):
+        labels = tmp_path / run / "labels"
+        labels.mkdir(parents=True)
+        for name in names[::3]:
+            (labels / name).write_bytes(b"left from an earlier run\n")
+    one = _convert_file(source, "YOLO", cfg, tmp_path / "one", 0)
+    two = _convert_file(source, "YOLO", cfg, tmp_path / "two", 2)
+    assert two == one
+    assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
+    assert _outputs(tmp_path / "one") != _outputs(tmp_path / "probe")  # some old files were kept (empty labels)
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
 def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(tmp_path, monkeypatch):
     source = tmp_path / "in.json"
     _tricky_export("text-ner", source)
