@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import chain
 from pathlib import Path
 
 from . import parallel
@@ -11,7 +12,16 @@ from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import token_starts
 
-_LINE = "{} -X- _ {}\n".format
+
+class _LineEnds(dict):
+    """tag -> what follows a token on its line ("O" -> " -X- _ O\n")."""
+
+    def __missing__(self, tag: str) -> str:
+        self[tag] = end = f" -X- _ {tag}\n"
+        return end
+
+
+_LINE_ENDS = _LineEnds()
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -82,7 +92,8 @@ class ConllJob:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
                 continue
-            blocks.append("".join(map(_LINE, tokens, tags)) + "\n")
+            ends = map(_LINE_ENDS.__getitem__, tags)
+            blocks.append("".join(chain.from_iterable(zip(tokens, ends, strict=True))) + "\n")
         return "".join(blocks) if blocks else None
 
     def combine(self, payloads: list[str]) -> str:

@@ -8,6 +8,7 @@ split off like ";@#$%&"), so NLTK is not needed at run time.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 __all__ = ["span_tokenize", "token_starts", "tokenize"]
 
@@ -56,7 +57,6 @@ _CONTRACTION_WORDS = ("cannot", "d'ye", "gimme", "gonna", "gotta", "lemme", "mor
 # What the regex engine's case-insensitive matching equates with ASCII letters beyond lower():
 # dotless i, long s, and the combining dot that "İ".lower() leaves after the "i".
 _FOLD = (("\u0131", "i"), ("\u017f", "s"), ("\u0307", ""))
-_PUNCT_COLON = _PUNCTUATION[:2]
 _PUNCT_PERIOD = _PUNCTUATION[4]
 _PUNCT_QUOTE = _PUNCTUATION[6]
 # Substituting each character of a class by " <char> " is the same as one str.replace per character.
@@ -64,6 +64,24 @@ _SYMBOLS = tuple((c, f" {c} ") for c in ";@#$/%&")  # [;@#$/%&]
 _QMARKS = tuple((c, f" {c} ") for c in "?!")  # [?!]
 _PARENS = tuple((c, f" {c} ") for c in "][(){}<>")  # [\]\[\(\)\{\}\<\>]
 _STARTING_QUOTE_3 = _STARTING_QUOTES[2][0]
+
+# The substitutions above refer to groups (r" \1 \2"), which Python before 3.12 expands with a
+# loop in Python for every match; these functions give the same strings, cheaper.
+_REPLACE: dict[str, Callable[[re.Match[str]], str]] = {
+    r"\1 `` ": lambda m: m[1] + " `` ",
+    r" \1 \2": lambda m: " " + m[1] + " " + m[2],
+    r" \1 ": lambda m: " " + m[1] + " ",
+    r"\1 \2\3 ": lambda m: m[1] + " " + m[2] + m[3] + " ",
+    r"\1 ' ": lambda m: m[1] + " ' ",
+    r"\1 \2 ": lambda m: m[1] + " " + m[2] + " ",
+    r" \1 \2 ": lambda m: " " + m[1] + " " + m[2] + " ",
+}
+_STARTING_QUOTE_3_SUB = _REPLACE[_STARTING_QUOTES[2][1]]
+_PUNCT_COLON_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution in _PUNCTUATION[:2]]
+_PUNCT_PERIOD_SUB = _REPLACE[_PUNCTUATION[4][1]]
+_PUNCT_QUOTE_SUB = _REPLACE[_PUNCTUATION[6][1]]
+_ENDING_QUOTES_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution in _ENDING_QUOTES[2:]]
+_CONTRACTION_SUB = _REPLACE[r" \1 \2 "]
 
 
 def tokenize(text: str) -> list[str]:
@@ -77,21 +95,21 @@ def tokenize(text: str) -> list[str]:
         if text.startswith('"'):  # ^\"  ->  ``
             text = "``" + text[1:]
         text = text.replace("``", " `` ")  # (``)  ->  " \1 "
-        text = _STARTING_QUOTE_3.sub(r"\1 `` ", text)
+        text = _STARTING_QUOTE_3.sub(_STARTING_QUOTE_3_SUB, text)
     if ":" in text or "," in text:
-        for regexp, substitution in _PUNCT_COLON:
+        for regexp, substitution in _PUNCT_COLON_SUBS:
             text = regexp.sub(substitution, text)
     text = text.replace("...", " ... ")
     for char, spaced in _SYMBOLS:
         if char in text:
             text = text.replace(char, spaced)
     if "." in text:
-        text = _PUNCT_PERIOD[0].sub(_PUNCT_PERIOD[1], text)
+        text = _PUNCT_PERIOD[0].sub(_PUNCT_PERIOD_SUB, text)
     for char, spaced in _QMARKS:
         if char in text:
             text = text.replace(char, spaced)
     if "' " in text:
-        text = _PUNCT_QUOTE[0].sub(_PUNCT_QUOTE[1], text)
+        text = _PUNCT_QUOTE[0].sub(_PUNCT_QUOTE_SUB, text)
     for char, spaced in _PARENS:
         if char in text:
             text = text.replace(char, spaced)
@@ -99,7 +117,7 @@ def tokenize(text: str) -> list[str]:
     text = " " + text + " "
     if "'" in text or '"' in text:
         text = text.replace("''", " '' ").replace('"', " '' ")
-        for regexp, substitution in _ENDING_QUOTES[2:]:
+        for regexp, substitution in _ENDING_QUOTES_SUBS:
             text = regexp.sub(substitution, text)
     lower = text.lower()
     if not lower.isascii():
@@ -109,11 +127,11 @@ def tokenize(text: str) -> list[str]:
     for word in _CONTRACTION_WORDS:
         if word in lower:
             for regexp in _CONTRACTIONS2:
-                text = regexp.sub(r" \1 \2 ", text)
+                text = regexp.sub(_CONTRACTION_SUB, text)
             break
     if "'t" in lower:
         for regexp in _CONTRACTIONS3:
-            text = regexp.sub(r" \1 \2 ", text)
+            text = regexp.sub(_CONTRACTION_SUB, text)
     return text.split()
 
 
