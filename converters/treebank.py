@@ -57,7 +57,6 @@ _CONTRACTION_WORDS = ("cannot", "d'ye", "gimme", "gonna", "gotta", "lemme", "mor
 # What the regex engine's case-insensitive matching equates with ASCII letters beyond lower():
 # dotless i, long s, and the combining dot that "İ".lower() leaves after the "i".
 _FOLD = (("\u0131", "i"), ("\u017f", "s"), ("\u0307", ""))
-_PUNCT_PERIOD = _PUNCTUATION[4]
 _PUNCT_QUOTE = _PUNCTUATION[6]
 # Substituting each character of a class by " <char> " is the same as one str.replace per character.
 _SYMBOLS = tuple((c, f" {c} ") for c in ";@#$/%&")  # [;@#$/%&]
@@ -78,10 +77,15 @@ _REPLACE: dict[str, Callable[[re.Match[str]], str]] = {
 }
 _STARTING_QUOTE_3_SUB = _REPLACE[_STARTING_QUOTES[2][1]]
 _PUNCT_COLON_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution in _PUNCTUATION[:2]]
-_PUNCT_PERIOD_SUB = _REPLACE[_PUNCTUATION[4][1]]
 _PUNCT_QUOTE_SUB = _REPLACE[_PUNCTUATION[6][1]]
 _ENDING_QUOTES_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution in _ENDING_QUOTES[2:]]
 _CONTRACTION_SUB = _REPLACE[r" \1 \2 "]
+_CLOSERS = "]})>\"'"  # [\]\)}>"\']
+# What the text must hold for each of _ENDING_QUOTES[2:] to match (their second group and the space).
+_ENDING_QUOTES_NEED = (
+    ("' ", "'s ", "'S ", "'m ", "'M ", "'d ", "'D "),
+    ("'ll ", "'LL ", "'re ", "'RE ", "'ve ", "'VE ", "n't ", "N'T "),
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -104,7 +108,12 @@ def tokenize(text: str) -> list[str]:
         if char in text:
             text = text.replace(char, spaced)
     if "." in text:
-        text = _PUNCT_PERIOD[0].sub(_PUNCT_PERIOD_SUB, text)
+        # ([^\.])(\.)([\]\)}>"\']*)\s*$  ->  \1 \2\3 : only the last dot can match (what follows
+        # it must be closers and white space), and the white space at the end becomes one " "
+        stripped = text.rstrip()  # \s* ($ matches at the very end once \s* took a final newline)
+        body = stripped.rstrip(_CLOSERS)
+        if len(body) >= 2 and body[-1] == "." and body[-2] != ".":
+            text = body[:-1] + " ." + stripped[len(body):] + " "
     for char, spaced in _QMARKS:
         if char in text:
             text = text.replace(char, spaced)
@@ -117,8 +126,9 @@ def tokenize(text: str) -> list[str]:
     text = " " + text + " "
     if "'" in text or '"' in text:
         text = text.replace("''", " '' ").replace('"', " '' ")
-        for regexp, substitution in _ENDING_QUOTES_SUBS:
-            text = regexp.sub(substitution, text)
+        for (regexp, substitution), needs in zip(_ENDING_QUOTES_SUBS, _ENDING_QUOTES_NEED, strict=True):
+            if any(part in text for part in needs):  # else the regex cannot match
+                text = regexp.sub(substitution, text)
     lower = text.lower()
     if not lower.isascii():
         for char, folded in _FOLD:
