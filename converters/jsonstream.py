@@ -265,7 +265,7 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
 
     * ``("value", offset, value)``: an element read here the exact way (the first one, to learn
       the separator between elements, and any element whose braces do not balance);
-    * ``("batch", offset, raw)``: about ``size`` bytes holding whole elements and the separators
+    * ``("batch", offset, length)``: about ``size`` bytes holding whole elements and the separators
       between them (no brackets), cut at the learned separator where the counts of braces since
       the batch start balance (the elements are objects, so inside one the count of structural
       braces is never zero: only braces inside strings or a list element can fool it, and the
@@ -274,7 +274,7 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
       must be read with ``iter_array_file(f, inside=True)``.
 
     A cut is a guess (braces inside strings can fool the counts), checked by whoever parses the
-    batch: ``b"[" + raw + b"]"`` must be a JSON array (``iter_array_file`` raises otherwise).
+    batch: ``b"[" + <its bytes> + b"]"`` must be a JSON array (``iter_array_file`` raises otherwise).
     Starting from a true element start, a batch that parses that way ends at a true element end,
     so the next batch starts right too. When one does not parse, its elements and all after it
     must be read again from its offset with ``iter_array_file(f, inside=True)``.
@@ -333,7 +333,7 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
                 break
             hit = buf.find(sep, stop)
         if 0 <= hit <= limit:
-            yield "batch", reader.base + start, buf[start:hit + 1]
+            yield "batch", reader.base + start, hit + 1 - start
             reader.pos = hit + 1 + skip
             continue
         if hit < 0 and reader.eof:
@@ -342,7 +342,7 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
             if tail.endswith(b"]"):
                 body = tail[:-1]
                 if body.count(b"{") == body.count(b"}"):
-                    yield "batch", reader.base + start, body
+                    yield "batch", reader.base + start, len(body)
                     yield None
                     return
         # element by element: whole elements up to ``size``, then a batch of them
@@ -355,7 +355,7 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
             if pos - start >= size:
                 break
         if pos > start:
-            yield "batch", reader.base + start, buf[start:pos - skip]
+            yield "batch", reader.base + start, pos - skip - start
         reader.pos = pos
         if pos - start < size:
             return

@@ -303,7 +303,7 @@ def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options
                     exhausted = True
                     break
                 if cut[0] == "batch":
-                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], len(cut[2])))
+                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], cut[2]))
                 pending.append(cut)
                 if cut[0] == "rest":
                     exhausted = True
