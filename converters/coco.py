@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import compact_json, json_number
+from .fastio import compact_json, json_number, json_string
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import is_cloud_uri, label_basename
@@ -159,7 +159,9 @@ class CocoJob:
                 width, height = info.width, info.height
             annotations: list[str] = []  # JSON objects without their opening "{" (ids go first)
             keypoints: list[dict] = []
-            for label in (v for values in item.output.values() for v in values):
+            output = item.output
+            labels = next(iter(output.values())) if len(output) == 1 else [v for vs in output.values() for v in vs]
+            for label in labels:
                 category = None
                 for key in ("rectanglelabels", "polygonlabels", "keypointlabels", "labels"):
                     if key in label and len(label[key]) > 0:
@@ -183,15 +185,18 @@ class CocoJob:
                         if xywh is None:
                             continue
                         x, y, w, h = xywh
-                        x = x * label["original_width"] / 100
-                        y = y * label["original_height"] / 100
-                        w = w * label["original_width"] / 100
-                        h = h * label["original_height"] / 100
-                        annotations.append(
-                            f'"category_id":{json_number(category_id)},"segmentation":[],"bbox":[{json_number(x)},'
-                            f'{json_number(y)},{json_number(w)},{json_number(h)}],"ignore":0,"iscrowd":0,'
-                            f'"area":{json_number(w * h)}}}'
-                        )
+                        ow, oh = label["original_width"], label["original_height"]
+                        x, y, w, h = x * ow / 100, y * oh / 100, w * ow / 100, h * oh / 100  # floats
+                        area = w * h
+                        total = x + y + w + h + area
+                        if total - total == 0.0:  # all finite: the json module writes these floats as repr
+                            box = f"[{x!r},{y!r},{w!r},{h!r}]"
+                            area_json = repr(area)
+                        else:
+                            box = f"[{json_number(x)},{json_number(y)},{json_number(w)},{json_number(h)}]"
+                            area_json = json_number(area)
+                        annotations.append(f'"category_id":{json_number(category_id)},"segmentation":[],'
+                                           f'"bbox":{box},"ignore":0,"iscrowd":0,"area":{area_json}}}')
                     elif "polygonlabels" in label:
                         pts = [(px / 100 * width, py / 100 * height) for px, py in label["points"]]
                         xs = [p[0] for p in pts]
@@ -218,7 +223,7 @@ class CocoJob:
             # {"width":..,"height":..,"id":<id>,"file_name":..}: the parts around the id
             head = f'{{"width":{json_number(width)},"height":{json_number(height)},"id":'
             file_name = "images/" + info.name if info is not None else image_file_name(url)
-            tail = ',"file_name":' + _dumps(file_name) + "}\n"
+            tail = ',"file_name":' + json_string(file_name) + "}\n"
             images.append((head, tail, annotations))
         return images or None
 

@@ -22,7 +22,7 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number"]
+__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
@@ -62,6 +62,16 @@ def json_number(value: object) -> str:
     elif kind is int:
         return _int_repr(value)  # type: ignore[arg-type]
     return compact_json(value)
+
+
+def json_string(value: str) -> str:
+    """``compact_json`` of a string (orjson escapes strings as the json module does)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(value).decode("utf-8")
+        except TypeError:  # lone surrogates
+            pass
+    return _json_compact(value)
 
 
 _INF = float("inf")

@@ -497,3 +497,19 @@ def test_empty_input(tmp_path):
         converters.get(fmt).convert([], config("image-bbox"), tmp_path / fmt)
         data = json.loads(next((tmp_path / fmt).glob("*.json")).read_text())
         assert data == [] or data["images"] == []
+
+
+def test_coco_numbers_are_written_as_the_json_module_writes_them(tmp_path):
+    """Box numbers are written without a JSON round trip: infinities and exponents must still be
+    what Label Studio's json.dump gives."""
+    config = parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
+    result = {"from_name": "label", "to_name": "image", "type": "rectanglelabels",
+              "original_width": 1e308, "original_height": 10,
+              "value": {"x": 50, "y": 1e-5, "width": 1e-300, "height": 2, "rotation": 0, "rectanglelabels": ["Car"]}}
+    task = {"id": 1, "data": {"image": "/data/upload/1/a%20b.jpg"}, "annotations": [{"id": 1, "result": [result]}]}
+    converters.get("COCO").convert([task], config, tmp_path)
+    text = (tmp_path / "result.json").read_text(encoding="utf-8")
+    x, y, w, h = 50 * 1e308 / 100, 1e-5 * 10 / 100, 1e-300 * 1e308 / 100, 2 * 10 / 100
+    assert f'"bbox":{json.dumps([x, y, w, h], separators=(",", ":"))}' in text  # Infinity, 1e-06, 1e-294
+    assert f'"area":{json.dumps(w * h)}' in text
+    assert json.loads(text)["images"][0]["file_name"] == "images/a%20b.jpg"
