@@ -131,6 +131,9 @@ class MalformedTask(ValueError):
     pass
 
 
+_NO_EXTRA: dict = {}  # Item.extra of tasks without "agreement" (shared: read, never changed)
+
+
 _MISS = object()
 
 
@@ -152,7 +155,7 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
     if not isinstance(annotations, list):
         raise MalformedTask('"annotations" is not a list')
     task_id = task.get("id")
-    extra = {"agreement": task["agreement"]} if "agreement" in task else {}
+    extra = {"agreement": task["agreement"]} if "agreement" in task else _NO_EXTRA
     if not annotations:
         return [Item(id=task_id, input=data, output={}, extra=extra)]
     kept = []
@@ -170,9 +173,11 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
     match_cache = config._match_cache
     match = config.match_control
     no_schema = not control_types
-    completed = [_user_id(a["completed_by"]) if "completed_by" in a else None for a in kept]
     items = []
-    for a, who in zip(kept, completed, strict=True):
+    for a in kept:
+        who = a["completed_by"] if "completed_by" in a else None
+        if isinstance(who, dict):
+            who = _user_id(who)
         result = a.get("result") or []
         if not isinstance(result, list):
             raise MalformedTask(f'annotation {a.get("id")}: "result" is not a list')
@@ -193,8 +198,7 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
                 value = r.get("value")
                 if not isinstance(value, dict):
                     raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')} has no value")
-                v = value.copy()
-                v["type"] = control_types[tag_name]
+                v = {**value, "type": control_types[tag_name]}
                 if "original_width" in r:
                     v["original_width"] = r["original_width"]
                 if "original_height" in r:
