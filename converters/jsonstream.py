@@ -295,7 +295,7 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
         if not sep:
             yield "rest", reader.base + reader.pos
             return
-        for cut in _cut_batches(reader, sep, skip, size):
+        for cut in _cut_batches(reader, sep, skip, size, _task_start(reader, sep, skip)):
             if cut is None:
                 return  # the end of the array
             yield cut
@@ -313,7 +313,32 @@ def _ensure(reader: _Reader, keep_from: int, upto: int) -> int:
     return reader.pos - keep_from
 
 
-def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[tuple | None]:
+def _first_value_then(key: bytes) -> bytes:
+    """Pattern: ":" + an integer + "," + ``key`` (a quoted JSON key) + ":", white space allowed."""
+    ws = rb"[ \t\r\n]*"
+    return b":" + ws + rb"-?\d{1,18}" + ws + b"," + ws + key + ws + b":"
+
+
+_FIRST_VALUE = re.compile(_first_value_then(rb'("[^"\\]{1,64}")'))
+
+
+def _task_start(reader: _Reader, sep: bytes, skip: int) -> re.Pattern[bytes] | None:
+    """The separator followed by what follows it at ``reader.pos`` (the element just after the
+    separator): an integer first value and the same second key (``},{"id":<n>,"annotations":``
+    in Label Studio's export). None when the element does not start that way.
+
+    A cut there needs no brace counting: objects nested in a task that start with the same two
+    keys are unheard of (annotations and predictions have other second keys), and a wrong cut is
+    still caught by the parse of the batch (see ``iter_array_batches``)."""
+    head = len(sep) - 1 - skip  # the part of ``sep`` that is the element's own start
+    m = _FIRST_VALUE.match(reader.buf, reader.pos + head)
+    if m is None:
+        return None
+    return re.compile(re.escape(sep) + _first_value_then(re.escape(m.group(1))))
+
+
+def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int,
+                 task_start: re.Pattern[bytes] | None = None) -> Iterator[tuple | None]:
     """Batches from ``reader.pos`` on; None at the end of the array. Returns (without None) with
     ``reader.pos`` at an element to read the exact way."""
     while True:
@@ -321,17 +346,21 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int) -> Iterator[
         start += _ensure(reader, start, start + 2 * size + len(sep))
         reader.pos = start
         buf = reader.buf
-        scan = start
-        braces = 0
-        hit = buf.find(sep, start + size)
         limit = start + 2 * size
-        while 0 <= hit <= limit:
-            stop = hit + 1
-            braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
-            scan = stop
-            if braces == 0:
-                break
-            hit = buf.find(sep, stop)
+        m = task_start.search(buf, start + size, limit + 256) if task_start is not None else None
+        if m is not None:
+            hit = m.start()
+        else:  # the first separator after ``size`` bytes where the braces since ``start`` balance
+            scan = start
+            braces = 0
+            hit = buf.find(sep, start + size)
+            while 0 <= hit <= limit:
+                stop = hit + 1
+                braces += buf.count(b"{", scan, stop) - buf.count(b"}", scan, stop)
+                scan = stop
+                if braces == 0:
+                    break
+                hit = buf.find(sep, stop)
         if 0 <= hit <= limit:
             yield "batch", reader.base + start, hit + 1 - start
             reader.pos = hit + 1 + skip

@@ -231,7 +231,7 @@ def _convert_file(path: Path, fmt: str, cfg, out: Path, workers: int) -> list[tu
     return warnings
 
 
-def _tricky_export(slug: str, path: Path) -> None:
+def _tricky_export(slug: str, path: Path, data_first: bool = False) -> None:
     """The fixture's tasks, many times, with things that defeat the fast paths: braces inside
     strings (wrong guesses), a label missing from the config (a new class id), a list element,
     a malformed task, a long integer and a NaN."""
@@ -254,10 +254,19 @@ def _tricky_export(slug: str, path: Path) -> None:
             if i >= 40 and len(task["annotations"]) > 1:
                 # balances the braces and brackets of an inner separator: a wrong cut
                 task["annotations"][0]["note"] = "]}"
+                # objects that start like tasks, nested in one: a wrong cut without counting
+                task["data"]["related"] = [{"id": 1, "annotations": []}, {"id": 2, "annotations": []}]
             tasks.append(task)
         if i == 20:
             tasks.append([base[0], base[-1]])
             tasks.append({"id": "bad", "annotations": 5, "data": {}})
+    if data_first:  # tasks that do not start with an integer id: batches are cut by counting braces
+        for t in tasks:
+            if isinstance(t, dict) and isinstance(t.get("data"), dict) and "related" in t["data"]:
+                # two "}" inside a string balance the braces at the separator between the related
+                # objects, which now start like tasks ({"data": ...): a wrong cut
+                t["data"] = {"note": "}}", **t["data"], "related": [{"data": 1}, {"data": 2}]}
+        tasks = [{"data": t.pop("data"), **t} if isinstance(t, dict) else t for t in tasks]
     path.write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
 
 
@@ -309,9 +318,10 @@ def test_yolo_workers_leave_files_that_exist_to_the_main_process(tmp_path, monke
 
 @needs_fixtures
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
-def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("data_first", [False, True], ids=["id-first", "data-first"])
+def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(data_first, tmp_path, monkeypatch):
     source = tmp_path / "in.json"
-    _tricky_export("text-ner", source)
+    _tricky_export("text-ner", source, data_first)
     cfg = converters.parse_label_config(EXPORTS / "text-ner" / "label_config.xml")
     restarts: list[int] = []
     original = parallel.ArrayFile.iter_from
