@@ -215,7 +215,7 @@ def main() -> int:
     # Every run writes into a new directory and all of them are removed at the end: deleting
     # 100,000 files right before a run slows that run's file creation several times over (the
     # file system is still busy with the deletions), which would make YOLO's times a lottery.
-    runs_dir = work / "runs"
+    runs_dir = work / f"runs-{os.getpid()}"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
     print(f"\nbest of {args.repeat} runs per side, alternating")

@@ -115,7 +115,10 @@ def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict
                 values = [c / 100 for point in label["points"] for c in (point[0], point[1])]
             else:
                 raise ValueError(f"unknown label type {label.get('type')}")
-            lines.append(" ".join(map(str, (category_id, *values))) + "\n")
+            if len(values) == 4:  # a box: the common line, without a join
+                lines.append(f"{category_id} {values[0]} {values[1]} {values[2]} {values[3]}\n")
+            else:
+                lines.append(" ".join(map(str, (category_id, *values))) + "\n")
     if added and not main:
         raise parallel.Redo
     for name, category_id in added.items():
