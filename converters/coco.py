@@ -8,6 +8,7 @@ up front (plus any label found in results but missing from the config).
 from __future__ import annotations
 
 import math
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from .categories import keypoint_labels, keypoint_order, label_categories
 from .fastio import compact_json, json_number, json_string
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
-from .media import is_cloud_uri, label_basename
+from .media import UPLOAD_PREFIXES, is_cloud_uri, label_basename
 from .yolo import _image_reason
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ def coco_categories(config: LabelConfig) -> tuple[list[dict], dict[str, int]]:
 
 def image_file_name(url: str) -> str:
     """``images[].file_name``: cloud URIs stay as they are, everything else is ``images/<name>``."""
+    if url.startswith(UPLOAD_PREFIXES):  # the common case, first
+        return "images/" + posixpath.basename(url)
     if is_cloud_uri(url):
         return url
     return "images/" + label_basename(url)
@@ -173,12 +176,12 @@ class CocoJob:
                     if "original_width" not in label or "original_height" not in label:
                         continue
                     width, height = label["original_width"], label["original_height"]
-                if category not in name_to_id:
+                category_id = name_to_id.get(category)
+                if category_id is None:
                     if not main:
                         raise parallel.Redo  # a new class id: the main process numbers it
-                    name_to_id[category] = len(categories)
-                    categories.append({"id": len(categories), "name": category})
-                category_id = name_to_id[category]
+                    category_id = name_to_id[category] = len(categories)
+                    categories.append({"id": category_id, "name": category})
                 try:
                     if "rectanglelabels" in label or "labels" in label:
                         xywh = rotated_rectangle(label)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 __all__ = ["cached_name", "is_cloud_uri", "label_basename", "raw_basename"]
 
+UPLOAD_PREFIXES = ("/data/upload", "upload/", "/upload/")  # Label Studio's uploaded files
 _CLOUD_SCHEMES = ("s3://", "gs://", "azure-blob://", "azure-spi://", "azure://")
 
 
@@ -43,7 +44,7 @@ def label_basename(url: str) -> str:
     their ``?d=`` path; any other URL (http, https, relative) gets Label Studio's cache name
     ``<first 8 hex of md5(url)>__<basename>``.
     """
-    if url.startswith(("/data/upload", "upload/", "/upload/")) or is_cloud_uri(url):
+    if url.startswith(UPLOAD_PREFIXES) or is_cloud_uri(url):
         return raw_basename(url)
     local = local_files_name(url)
     if local is not None:

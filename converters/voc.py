@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from .base import Converter, ConvertOptions, register
 from .items import annotator, iter_items
 from .label_config import LabelConfig
 from .media import raw_basename
+
+
+def _escape(text: str) -> str:
+    """``xml.sax.saxutils.escape(text, {'"': "&quot;"})`` (that module imports urllib.request)."""
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace('"', "&quot;")
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -27,7 +31,7 @@ def applies_to(config: LabelConfig) -> str | None:
 
 
 def _el(tag: str, text: object) -> str:
-    return f"<{tag}>{escape(str(text), {chr(34): '&quot;'})}</{tag}>\n"
+    return f"<{tag}>{_escape(str(text))}</{tag}>\n"
 
 
 def voc_xml(image_name: str, who: str, width: object, height: object, depth: int, boxes: list[dict]) -> str:

@@ -417,3 +417,12 @@ def test_csv_cells_equal_the_csv_module(sep):
         buf = io.StringIO()
         csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, delimiter=sep).writerow(row)
         assert sep.join(map(_cell, row)) + "\r\n" == buf.getvalue(), row
+
+
+def test_voc_escape_is_saxutils_escape():
+    from xml.sax.saxutils import escape
+
+    from converters import voc
+
+    for text in ['a & b < c > d "e" \'f\'', "&amp;", "<>&\"", "plain", ""]:
+        assert voc._escape(text) == escape(text, {'"': "&quot;"})
