@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import marshal
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from .label_config import LabelConfig
 _CHAT_TYPES = ("Chat", "chatmessage")
 _FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
 _WRITE_BATCH = 1000  # rows per write
+_EMPTY = '""'  # the cell of a missing column: DictWriter's restval "", quoted
 
 
 def _json_cell(value: object) -> str:
@@ -121,6 +123,72 @@ class CsvJob:
         return marshal.dumps(rows), tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
 
 
+_MAX_RESTARTS = 4  # header changes after which rows are no longer written ahead
+
+
+class _Body:
+    """The file's lines, written while the tasks are still being converted, for the header the
+    columns seen so far give; a new column (rare after the first tasks) changes the header, and
+    the lines are then written again from the spool. The main process would otherwise wait for
+    the workers and then write every line after them."""
+
+    def __init__(self, out_dir: Path, sep: str) -> None:
+        self.file = tempfile.TemporaryFile("w+b", dir=out_dir)  # noqa: SIM115 - closed by close()
+        self.sep = sep
+        self.header: tuple[tuple[str, ...], frozenset[str]] | None = None
+        self.templates: dict[tuple, Callable[..., str]] = {}
+        self.restarts = 0
+
+    def add(self, rows: Iterable[tuple], header: tuple[tuple[str, ...], frozenset[str]],
+            spool: BinaryIO) -> None:
+        """Write ``rows`` (the newest in the spool); with a new header, every row in the spool."""
+        if header != self.header:
+            if self.restarts == _MAX_RESTARTS:
+                return
+            self.restarts += 1
+            self.header, self.templates = header, {}
+            self.file.seek(0)
+            self.file.truncate()
+            end = spool.tell()
+            rows = _read_spool(spool)  # all of them (this chunk included)
+            self.write(rows)
+            spool.seek(end)
+            return
+        self.write(rows)
+
+    def write(self, rows: Iterable[tuple]) -> None:
+        assert self.header is not None
+        fieldnames, colliding = self.header
+        templates = self.templates
+        lines = []
+        for columns, cells in rows:
+            fill = templates.get(columns)
+            if fill is None:
+                fill = templates[columns] = _line_template(columns, fieldnames, colliding, self.sep, _EMPTY)
+            lines.append(fill(*cells))
+            if len(lines) >= _WRITE_BATCH:
+                self._flush(lines)
+                lines = []
+        self._flush(lines)
+
+    def _flush(self, lines: list[str]) -> None:
+        if lines:
+            lines.append("")
+            self.file.write("\r\n".join(lines).encode("utf-8"))
+
+
+def _header(input_keys: set[str], output_keys: set[str], extra_keys: set[str],
+            has_id: bool) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The file's columns (sorted, as Label Studio's DictWriter has them) and the data fields
+    renamed ``_data_<name>`` because a control has their name."""
+    colliding = input_keys & output_keys
+    keys = set(_FIXED) | output_keys | extra_keys
+    keys |= {f"_data_{k}" if k in colliding else k for k in input_keys}
+    if has_id:
+        keys.add("id")
+    return tuple(sorted(keys)), frozenset(colliding)
+
+
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              sep: str, filename: str, fmt: str) -> list[Path]:
     input_keys: set[str] = set()
@@ -128,47 +196,26 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
     extra_keys: set[str] = set()
     has_id = False
     job = CsvJob(config)
-    with tempfile.TemporaryFile("w+b", dir=out_dir) as spool:
-        pending: list[bytes] = []
-        size = 0
+    body = _Body(out_dir, sep)
+    with tempfile.TemporaryFile("w+b", dir=out_dir) as spool, body.file:
         for data, inputs, outputs, extra, task_has_id in parallel.results(tasks, fmt, job, config, options):
-            pending.append(len(data).to_bytes(8, "little"))
-            pending.append(data)
-            size += len(data)
-            if size >= 1 << 20:
-                spool.write(b"".join(pending))
-                pending, size = [], 0
+            spool.write(len(data).to_bytes(8, "little") + data)
             input_keys.update(inputs)
             output_keys.update(outputs)
             if extra:
                 extra_keys.update(extra)
             has_id = has_id or task_has_id
-        spool.write(b"".join(pending))
+            body.add(marshal.loads(data), _header(input_keys, output_keys, extra_keys, has_id), spool)
 
-        colliding = input_keys & output_keys
-        keys = set(_FIXED) | output_keys | extra_keys
-        keys |= {f"_data_{k}" if k in colliding else k for k in input_keys}
-        if has_id:
-            keys.add("id")
-        fieldnames = sorted(keys)
+        header = _header(input_keys, output_keys, extra_keys, has_id)
+        if header != body.header:  # too many header changes (or no rows): all lines now
+            body.header, body.templates, body.restarts = None, {}, 0
+            body.add((), header, spool)
         path = out_dir / filename
-        empty = _cell("")  # DictWriter's restval
-        with open(path, "w", encoding="utf-8", newline="") as out:
-            out.write(sep.join(map(_cell, fieldnames)) + "\r\n")  # DictWriter.writeheader
-            lines = []
-            templates: dict[tuple, Callable[..., str]] = {}
-            for columns, cells in _read_spool(spool):
-                fill = templates.get(columns)
-                if fill is None:
-                    fill = templates[columns] = _line_template(columns, fieldnames, colliding, sep, empty)
-                lines.append(fill(*cells))
-                if len(lines) >= _WRITE_BATCH:
-                    lines.append("")
-                    out.write("\r\n".join(lines))
-                    lines = []
-            if lines:
-                lines.append("")
-                out.write("\r\n".join(lines))
+        with open(path, "wb") as out:
+            out.write((sep.join(map(_cell, header[0])) + "\r\n").encode("utf-8"))  # DictWriter.writeheader
+            body.file.seek(0)
+            shutil.copyfileobj(body.file, out, 1 << 20)
     return [path]
 
 

@@ -426,3 +426,19 @@ def test_voc_escape_is_saxutils_escape():
 
     for text in ['a & b < c > d "e" \'f\'', "&amp;", "<>&\"", "plain", ""]:
         assert voc._escape(text) == escape(text, {'"': "&quot;"})
+
+
+@needs_fixtures
+@pytest.mark.parametrize("restarts", [0, 1])
+def test_csv_lines_written_ahead_or_at_the_end_are_the_same(restarts, tmp_path, monkeypatch):
+    """CSV lines are written while converting, for the columns seen so far, and again when a new
+    column shows up; after too many new columns they are all written at the end."""
+    from converters import csv_export
+
+    source = tmp_path / "in.json"
+    _tricky_export("image-bbox", source)
+    cfg = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
+    _convert_file(source, "CSV", cfg, tmp_path / "ahead", 0)
+    monkeypatch.setattr(csv_export, "_MAX_RESTARTS", restarts)
+    _convert_file(source, "CSV", cfg, tmp_path / "end", 0)
+    assert _outputs(tmp_path / "ahead") == _outputs(tmp_path / "end")
