@@ -142,19 +142,21 @@ class _Body:
     def add(self, rows: Iterable[tuple], header: tuple[tuple[str, ...], frozenset[str]],
             spool: BinaryIO) -> None:
         """Write ``rows`` (the newest in the spool); with a new header, every row in the spool."""
-        if header != self.header:
-            if self.restarts == _MAX_RESTARTS:
-                return
-            self.restarts += 1
-            self.header, self.templates = header, {}
-            self.file.seek(0)
-            self.file.truncate()
-            end = spool.tell()
-            rows = _read_spool(spool)  # all of them (this chunk included)
+        if header == self.header:
             self.write(rows)
-            spool.seek(end)
-            return
-        self.write(rows)
+        elif self.restarts < _MAX_RESTARTS:
+            self.restarts += 1
+            self.rewrite(header, spool)
+        # else: the lines are written at the end (``rewrite``)
+
+    def rewrite(self, header: tuple[tuple[str, ...], frozenset[str]], spool: BinaryIO) -> None:
+        """Every row in the spool, for ``header``."""
+        self.header, self.templates = header, {}
+        self.file.seek(0)
+        self.file.truncate()
+        end = spool.tell()
+        self.write(_read_spool(spool))
+        spool.seek(end)
 
     def write(self, rows: Iterable[tuple]) -> None:
         assert self.header is not None
@@ -209,8 +211,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
 
         header = _header(input_keys, output_keys, extra_keys, has_id)
         if header != body.header:  # too many header changes (or no rows): all lines now
-            body.header, body.templates, body.restarts = None, {}, 0
-            body.add((), header, spool)
+            body.rewrite(header, spool)
         path = out_dir / filename
         with open(path, "wb") as out:
             out.write((sep.join(map(_cell, header[0])) + "\r\n").encode("utf-8"))  # DictWriter.writeheader
