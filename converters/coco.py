@@ -260,7 +260,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     n_annotations = 0
     with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
             tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
-        for image_text, images, ann_text, ann_images in parallel.results(tasks, "COCO", job, config, options):
+        for image_text, images, ann_text, ann_images in parallel.results(tasks, "COCO", job, options):
             first = n_images
             text = image_text % tuple(range(first, first + images))
             images_tmp.write(text if n_images else text[1:])  # no "," before the first one

@@ -107,7 +107,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
         out.write("-DOCSTART- -X- O\n")
         pending: list[str] = []
         size = 0
-        for text in parallel.results(tasks, "CONLL2003", job, config, options):
+        for text in parallel.results(tasks, "CONLL2003", job, options):
             pending.append(text)
             size += len(text)
             if size >= 1 << 20:  # large writes

@@ -200,7 +200,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
     job = CsvJob(config)
     body = _Body(out_dir, sep)
     with tempfile.TemporaryFile("w+b", dir=out_dir) as spool, body.file:
-        for data, inputs, outputs, extra, task_has_id in parallel.results(tasks, fmt, job, config, options):
+        for data, inputs, outputs, extra, task_has_id in parallel.results(tasks, fmt, job, options):
             spool.write(len(data).to_bytes(8, "little") + data)
             input_keys.update(inputs)
             output_keys.update(outputs)

@@ -46,7 +46,6 @@ from typing import Any, Protocol
 
 from . import jsonstream
 from .base import ConvertOptions
-from .label_config import LabelConfig
 
 try:  # optional accelerator, never required
     import msgspec as _msgspec
@@ -144,13 +143,12 @@ def worker_count(tasks: Iterable[Any], options: ConvertOptions) -> int:
 _RUN = 256  # tasks per chunk in this process
 
 
-def results(tasks: Iterable[Any], fmt: str, job: Job, config: LabelConfig,
-            options: ConvertOptions) -> Iterator[Any]:
+def results(tasks: Iterable[Any], fmt: str, job: Job, options: ConvertOptions) -> Iterator[Any]:
     """The chunks (``job.combine``) of the payloads of ``job.process`` for every task, in task
     order (tasks without a payload left out)."""
     workers = worker_count(tasks, options) if fmt in _PARALLEL else 0
     if workers:
-        yield from _parallel(tasks, fmt, job, config, options, workers)  # type: ignore[arg-type]
+        yield from _parallel(tasks, job, options, workers)  # type: ignore[arg-type]
         return
     yield from _here(tasks, job, options.warn)
 
@@ -174,8 +172,6 @@ def _here(tasks: Iterable[Any], job: Job, warn: Callable[[object, str], None]) -
 
 _worker_job: Job | None = None
 _worker_decoder: Any = None  # msgspec decoder of a batch into the job's fields, if it has any
-
-
 _worker_fd = -1  # the export file, read by each worker itself (only offsets cross the pipe)
 
 
@@ -275,8 +271,7 @@ _REDO = _RedoMarker()
 
 # ------------------------------------------------------------------------------ main side
 
-def _parallel(tasks: ArrayFile, fmt: str, job: Job, config: LabelConfig, options: ConvertOptions,
-              workers: int) -> Iterator[Any]:
+def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int) -> Iterator[Any]:
     warn = options.warn
 
     def in_main(task: Any) -> Iterator[Any]:

@@ -244,7 +244,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
     written: set[str] = set()  # label file names (small strings; returned at the end)
     fmt = "YOLO_OBB" if obb else "YOLO"
     with SmallFiles(label_dir) as files:
-        for labels in parallel.results(tasks, fmt, job, config, options):
+        for labels in parallel.results(tasks, fmt, job, options):
             for name, data, created in labels:
                 # Not created by a worker (it existed: made by another task, here or in a worker,
                 # or before the conversion), or created by a worker although an earlier task has
