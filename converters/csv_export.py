@@ -233,9 +233,12 @@ def _line_template(columns: tuple[tuple, tuple, tuple], fieldnames: list[str], c
 
 
 def _cells(values: tuple) -> tuple[str, ...]:
-    """``_cell`` of each value (strings, the most common cells, without a call each)."""
+    """``_cell`` of each value (strings, numbers and None, the common cells, without a call each)."""
     return tuple([
-        ('"' + v.replace('"', '""') + '"' if '"' in v else '"' + v + '"') if v.__class__ is str else _cell(v)
+        ('"' + v.replace('"', '""') + '"' if '"' in v else '"' + v + '"') if (kind := v.__class__) is str
+        else '""' if v is None
+        else str(v) if kind is int or kind is float
+        else _cell(v)
         for v in values
     ])
 

@@ -273,9 +273,8 @@ def prettify_result(values: list[dict]) -> Any:
     out = []
     tag_type = None
     for value in values:
-        tag_type = value.get("type")
         j = value.copy()
-        j.pop("type", None)
+        tag_type = j.pop("type", None)
         if tag_type == "Choices" and len(j["choices"]) == 1:
             out.append(j["choices"][0])
         elif tag_type == "TextArea" and len(j["text"]) == 1:
