@@ -1,8 +1,9 @@
 """CSV and TSV: one row per annotation, columns = data fields + controls, sorted by name.
 
-The header needs every column of the whole export, so rows are first spooled to a temporary
-file (one marshal record per task) while the column set is collected; memory stays independent
-of the number of tasks.
+The header needs every column of the whole export, so rows are spooled to a temporary file
+(one marshal record per chunk of tasks) while the column set is collected, and the lines are
+written ahead for the columns seen so far (again, from the spool, when a column is added);
+memory stays independent of the number of tasks.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from .label_config import LabelConfig
 
 _CHAT_TYPES = ("Chat", "chatmessage")
 _FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
-_WRITE_BATCH = 1000  # rows per write
 _EMPTY = '""'  # the cell of a missing column: DictWriter's restval "", quoted
 
 
@@ -33,13 +33,14 @@ def _json_cell(value: object) -> str:
     return compact_json(value).replace("/", "\\/")
 
 
-def _read_spool(spool: BinaryIO) -> Iterator[list]:
+def _read_spool(spool: BinaryIO) -> Iterator[tuple[tuple, list]]:
+    """The spooled records: (the sets of columns, the rows: (number of their set, cells))."""
     spool.seek(0)
     while True:
         head = spool.read(8)
         if not head:
             return
-        yield from marshal.loads(spool.read(int.from_bytes(head, "little")))
+        yield marshal.loads(spool.read(int.from_bytes(head, "little")))
 
 
 class CsvJob:
@@ -114,13 +115,19 @@ class CsvJob:
         output_keys: set[str] = set()
         extra_keys: set[str] = set()
         has_id = False
+        column_sets: dict[tuple, int] = {}  # each row names its set of columns by number
         for task_rows, inputs, outputs, extra, task_has_id in payloads:
-            rows += task_rows
+            for columns, cells in task_rows:
+                number = column_sets.get(columns)
+                if number is None:
+                    number = column_sets[columns] = len(column_sets)
+                rows.append((number, cells))
             input_keys |= inputs
             output_keys |= outputs
             extra_keys |= extra
             has_id = has_id or task_has_id
-        return marshal.dumps(rows), tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
+        record = marshal.dumps((tuple(column_sets), rows))
+        return record, tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
 
 
 _MAX_RESTARTS = 4  # header changes after which rows are no longer written ahead
@@ -139,11 +146,11 @@ class _Body:
         self.templates: dict[tuple, Callable[..., str]] = {}
         self.restarts = 0
 
-    def add(self, rows: Iterable[tuple], header: tuple[tuple[str, ...], frozenset[str]],
+    def add(self, record: tuple[tuple, list], header: tuple[tuple[str, ...], frozenset[str]],
             spool: BinaryIO) -> None:
-        """Write ``rows`` (the newest in the spool); with a new header, every row in the spool."""
+        """Write ``record``'s rows (the newest in the spool); with a new header, every row in it."""
         if header == self.header:
-            self.write(rows)
+            self.write((record,))
         elif self.restarts < _MAX_RESTARTS:
             self.restarts += 1
             self.rewrite(header, spool)
@@ -158,20 +165,19 @@ class _Body:
         self.write(_read_spool(spool))
         spool.seek(end)
 
-    def write(self, rows: Iterable[tuple]) -> None:
+    def write(self, records: Iterable[tuple[tuple, list]]) -> None:
         assert self.header is not None
         fieldnames, colliding = self.header
         templates = self.templates
-        lines = []
-        for columns, cells in rows:
-            fill = templates.get(columns)
-            if fill is None:
-                fill = templates[columns] = _line_template(columns, fieldnames, colliding, self.sep, _EMPTY)
-            lines.append(fill(*cells))
-            if len(lines) >= _WRITE_BATCH:
-                self._flush(lines)
-                lines = []
-        self._flush(lines)
+        for column_sets, rows in records:
+            fills = []
+            for columns in column_sets:
+                fill = templates.get(columns)
+                if fill is None:
+                    fill = templates[columns] = _line_template(columns, fieldnames, colliding, self.sep, _EMPTY)
+                fills.append(fill)
+            lines = [fills[number](*cells) for number, cells in rows]
+            self._flush(lines)
 
     def _flush(self, lines: list[str]) -> None:
         if lines:
