@@ -24,7 +24,7 @@ from .items import ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
 _CHAT_TYPES = ("Chat", "chatmessage")
-_FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
+_FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")  # annotation fields, always
 _EMPTY = '""'  # the cell of a missing column: DictWriter's restval "", quoted
 
 
@@ -80,19 +80,19 @@ class CsvJob:
             inputs = {
                 k: _json_cell(v) if isinstance(v, (dict, list)) else v for k, v in item.input.items()
             }
-            meta = {
-                "annotator": annotator(item),
-                "annotation_id": item.annotation_id,
-                "created_at": item.created_at,
-                "updated_at": item.updated_at,
-                "lead_time": item.lead_time,
-            }
-            if "agreement" in item.extra:
-                meta["agreement"] = item.extra["agreement"]
-                extra_keys.add("agreement")
-            if item.history:
-                meta["history"] = _json_cell(item.history)
-                extra_keys.add("history")
+            meta_keys = _FIXED
+            meta = (annotator(item), item.annotation_id, item.created_at, item.updated_at, item.lead_time)
+            if "agreement" in item.extra or item.history:
+                meta_keys, meta = list(meta_keys), list(meta)
+                if "agreement" in item.extra:
+                    meta_keys.append("agreement")
+                    meta.append(item.extra["agreement"])
+                    extra_keys.add("agreement")
+                if item.history:
+                    meta_keys.append("history")
+                    meta.append(_json_cell(item.history))
+                    extra_keys.add("history")
+                meta_keys = tuple(meta_keys)
             input_keys.update(inputs)
             output_keys.update(item.output)
             if len(outputs) != len(item.output):
@@ -101,8 +101,8 @@ class CsvJob:
                 has_id = True
             if item.id is not None and "id" not in outputs:  # a control named "id" wins, as in DictWriter rows
                 outputs["id"] = item.id
-            cells = _cells((*outputs.values(), *inputs.values(), *meta.values()))
-            rows.append(((tuple(outputs), tuple(inputs), tuple(meta)), cells))
+            cells = _cells((*outputs.values(), *inputs.values(), *meta))
+            rows.append(((tuple(outputs), tuple(inputs), meta_keys), cells))
         if not rows:
             return None
         return rows, input_keys, output_keys, extra_keys, has_id

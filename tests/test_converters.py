@@ -513,3 +513,22 @@ def test_coco_numbers_are_written_as_the_json_module_writes_them(tmp_path):
     assert f'"bbox":{json.dumps([x, y, w, h], separators=(",", ":"))}' in text  # Infinity, 1e-06, 1e-294
     assert f'"area":{json.dumps(w * h)}' in text
     assert json.loads(text)["images"][0]["file_name"] == "images/a%20b.jpg"
+
+
+def test_csv_agreement_and_history_columns(tmp_path):
+    import csv
+
+    config = parse_label_config(EXPORTS / "text-classification" / "label_config.xml")
+    tasks = json.loads((EXPORTS / "text-classification" / "JSON.json").read_text(encoding="utf-8"))
+    task = next(t for t in tasks if t["annotations"])
+    task["agreement"] = 87.5
+    history = [{"action": "updated", "comment": "a/b"}]
+    task["annotations"][0]["history"] = history
+    other = next(t for t in tasks if t is not task and t["annotations"])
+    converters.get("CSV").convert([task, other], config, tmp_path)
+    with open(tmp_path / "result.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["agreement"] == "87.5"
+    assert json.loads(rows[0]["history"].replace("\\/", "/")) == history
+    assert rows[0]["annotator"] and rows[0]["lead_time"]  # the fixed columns are still in their places
+    assert rows[-1]["agreement"] == "" and rows[-1]["history"] == ""  # other tasks: empty cells
