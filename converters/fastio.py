@@ -206,7 +206,6 @@ class SmallFiles:
         dir_fd = self._dir_fd
         prefix = "" if dir_fd is not None else os.fspath(self.directory) + os.sep
         opener = os.open
-        write = os.write
         close = os.close
         for name, data in batch:
             try:
@@ -218,11 +217,15 @@ class SmallFiles:
                 exc.filename = os.path.join(self.directory, name)
                 raise
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[write(fd, view):]
+                _write_all(fd, data)
             finally:
                 close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None, bool]]:
@@ -237,9 +240,7 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
             continue
         try:
             if data:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, data)
         except OSError:
             out.append((name, data, False))  # written again by the caller, who sees the error
             continue
