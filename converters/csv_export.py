@@ -140,7 +140,7 @@ class _Body:
     the workers and then write every line after them."""
 
     def __init__(self, out_dir: Path, sep: str) -> None:
-        self.file = tempfile.TemporaryFile("w+b", dir=out_dir)  # noqa: SIM115 - closed by close()
+        self.file = tempfile.TemporaryFile("w+b", dir=out_dir)  # noqa: SIM115 - _convert closes it (with)
         self.sep = sep
         self.header: tuple[tuple[str, ...], frozenset[str]] | None = None
         self.templates: dict[tuple, Callable[..., str]] = {}
