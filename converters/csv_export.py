@@ -8,10 +8,11 @@ memory stays independent of the number of tasks.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import marshal
-import shutil
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,8 +20,8 @@ from typing import BinaryIO
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import compact_json
-from .items import ItemTask, annotator, prettify_result, task_items_or_warn
+from .fastio import compact_json, new_file_beside
+from .items import Item, ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
 _CHAT_TYPES = ("Chat", "chatmessage")
@@ -44,103 +45,94 @@ def _read_spool(spool: BinaryIO) -> Iterator[tuple[tuple, list]]:
 
 
 class CsvJob:
-    """One task -> its rows (marshal bytes) and the columns they use. A row is its column names
-    (outputs and id, data fields, annotation fields) and its cells in that order; the file's
-    line is made from them with one template per distinct set of column names, once the header
-    is known (see ``_line_template``)."""
+    """One task -> its rows. A row is its columns, ``(outputs and id, data fields, annotation
+    fields, the controls among the outputs)`` (names), and its cells in that order; the file's
+    line is made from them with one template per distinct set of columns, once the header is
+    known (see ``_line_template``)."""
 
     fields = ItemTask  # what task_items reads (workers decode only that)
 
     def __init__(self, config: LabelConfig) -> None:
         self.config = config
 
-    def process(self, task: object, warn: Callable[[object, str], None],
-                main: bool) -> tuple[list, set, set, set, bool] | None:
+    def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> list | None:
         items = task_items_or_warn(task, self.config, warn)
         if not items:
             return None
+        data = items[0].input  # the task's data, the same for all its items
+        input_keys = tuple(data)
+        input_cells = _cells(tuple(_json_cell(v) if isinstance(v, (dict, list)) else v for v in data.values()))
         rows = []
-        input_keys: set[str] = set()
-        output_keys: set[str] = set()
-        extra_keys: set[str] = set()
-        has_id = False
         for item in items:
-            outputs: dict[str, str] = {}
             try:
-                for name, value in item.output.items():
-                    pretty = prettify_result(value)
-                    outputs[name] = pretty if isinstance(pretty, str) else _json_cell(pretty)
-                    for r in value:
-                        if isinstance(r, dict) and r.get("type") in _CHAT_TYPES:
-                            outputs[f"{name}_transcript"] = _transcript(pretty)
-                            break
+                outputs = _output_cells(item.output)
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
                 continue
-            inputs = {
-                k: _json_cell(v) if isinstance(v, (dict, list)) else v for k, v in item.input.items()
-            }
             meta_keys = _FIXED
-            meta = (annotator(item), item.annotation_id, item.created_at, item.updated_at, item.lead_time)
+            meta_cells = _annotation_cells(item)
             if "agreement" in item.extra or item.history:
-                meta_keys, meta = list(meta_keys), list(meta)
+                meta_keys, more = list(meta_keys), []
                 if "agreement" in item.extra:
                     meta_keys.append("agreement")
-                    meta.append(item.extra["agreement"])
-                    extra_keys.add("agreement")
+                    more.append(item.extra["agreement"])
                 if item.history:
                     meta_keys.append("history")
-                    meta.append(_json_cell(item.history))
-                    extra_keys.add("history")
+                    more.append(_json_cell(item.history))
                 meta_keys = tuple(meta_keys)
-            input_keys.update(inputs)
-            output_keys.update(item.output)
-            if len(outputs) != len(item.output):
-                extra_keys.update(k for k in outputs if k not in item.output)
-            if item.id is not None:
-                has_id = True
+                meta_cells += _cells(tuple(more))
             if item.id is not None and "id" not in outputs:  # a control named "id" wins, as in DictWriter rows
                 outputs["id"] = item.id
-            cells = _cells((*outputs.values(), *inputs.values(), *meta))
-            rows.append(((tuple(outputs), tuple(inputs), meta_keys), cells))
-        if not rows:
-            return None
-        return rows, input_keys, output_keys, extra_keys, has_id
+            rows.append((
+                (tuple(outputs), input_keys, meta_keys, tuple(item.output)),
+                (*_cells(tuple(outputs.values())), *input_cells, *meta_cells),
+            ))
+        return rows or None
 
-    def combine(self, payloads: list[tuple[list, set, set, set, bool]]) -> tuple[bytes, tuple, tuple, tuple, bool]:
-        """All the rows (marshal bytes: exact for every JSON value, NaN and big integers included,
-        and fast) and the columns they use."""
+    def combine(self, payloads: list[list]) -> bytes:
+        """The rows of consecutive tasks as one marshal record, ``(the sets of columns, the rows:
+        (number of their set, cells))``: exact for every JSON value, NaN and big integers
+        included, and fast."""
         rows: list = []
-        input_keys: set[str] = set()
-        output_keys: set[str] = set()
-        extra_keys: set[str] = set()
-        has_id = False
-        column_sets: dict[tuple, int] = {}  # each row names its set of columns by number
-        for task_rows, inputs, outputs, extra, task_has_id in payloads:
+        column_sets: dict[tuple, int] = {}
+        for task_rows in payloads:
             for columns, cells in task_rows:
                 number = column_sets.get(columns)
                 if number is None:
                     number = column_sets[columns] = len(column_sets)
                 rows.append((number, cells))
-            input_keys |= inputs
-            output_keys |= outputs
-            extra_keys |= extra
-            has_id = has_id or task_has_id
-        record = marshal.dumps((tuple(column_sets), rows))
-        return record, tuple(input_keys), tuple(output_keys), tuple(extra_keys), has_id
+        return marshal.dumps((tuple(column_sets), rows))
+
+
+def _output_cells(output: dict[str, list[dict]]) -> dict[str, object]:
+    """The cell of each control's results (and of a chat control's transcript)."""
+    cells: dict[str, object] = {}
+    for name, values in output.items():
+        chat = False
+        for v in values:
+            if v.get("type") in _CHAT_TYPES:
+                chat = True
+                break
+        pretty = prettify_result(values, in_place=True)  # the item is not used after this
+        cells[name] = pretty if isinstance(pretty, str) else _json_cell(pretty)
+        if chat:
+            cells[f"{name}_transcript"] = _transcript(pretty)
+    return cells
 
 
 _MAX_RESTARTS = 4  # header changes after which rows are no longer written ahead
 
 
 class _Body:
-    """The file's lines, written while the tasks are still being converted, for the header the
-    columns seen so far give; a new column (rare after the first tasks) changes the header, and
-    the lines are then written again from the spool. The main process would otherwise wait for
-    the workers and then write every line after them."""
+    """The file, written while the tasks are still being converted: the header the columns seen
+    so far give, then the lines. A new column (rare after the first tasks) changes the header,
+    and the file is then written again from the spool. The main process would otherwise wait
+    for the workers and then write every line after them. It is written under a temporary name
+    and renamed when complete (``publish``)."""
 
-    def __init__(self, out_dir: Path, sep: str) -> None:
-        self.file = tempfile.TemporaryFile("w+b", dir=out_dir)  # noqa: SIM115 - _convert closes it (with)
+    def __init__(self, path: Path, sep: str) -> None:
+        self.path = path
+        self.file, self.temp_name = new_file_beside(path)
         self.sep = sep
         self.header: tuple[tuple[str, ...], frozenset[str]] | None = None
         self.templates: dict[tuple, Callable[..., str]] = {}
@@ -154,13 +146,14 @@ class _Body:
         elif self.restarts < _MAX_RESTARTS:
             self.restarts += 1
             self.rewrite(header, spool)
-        # else: the lines are written at the end (``rewrite``)
+        # else: the file is written at the end (``rewrite``)
 
     def rewrite(self, header: tuple[tuple[str, ...], frozenset[str]], spool: BinaryIO) -> None:
-        """Every row in the spool, for ``header``."""
+        """The header line and every row in the spool, for ``header``."""
         self.header, self.templates = header, {}
         self.file.seek(0)
         self.file.truncate()
+        self.file.write((self.sep.join(map(_cell, header[0])) + "\r\n").encode("utf-8"))  # DictWriter.writeheader
         end = spool.tell()
         self.write(_read_spool(spool))
         spool.seek(end)
@@ -177,61 +170,79 @@ class _Body:
                     fill = templates[columns] = _line_template(columns, fieldnames, colliding, self.sep, _EMPTY)
                 fills.append(fill)
             lines = [fills[number](*cells) for number, cells in rows]
-            self._flush(lines)
+            if lines:
+                lines.append("")
+                self.file.write("\r\n".join(lines).encode("utf-8"))
 
-    def _flush(self, lines: list[str]) -> None:
-        if lines:
-            lines.append("")
-            self.file.write("\r\n".join(lines).encode("utf-8"))
+    def publish(self) -> None:
+        self.file.close()
+        os.replace(self.temp_name, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp_name)
 
 
-def _header(input_keys: set[str], output_keys: set[str], extra_keys: set[str],
-            has_id: bool) -> tuple[tuple[str, ...], frozenset[str]]:
-    """The file's columns (sorted, as Label Studio's DictWriter has them) and the data fields
-    renamed ``_data_<name>`` because a control has their name."""
-    colliding = input_keys & output_keys
-    keys = set(_FIXED) | output_keys | extra_keys
-    keys |= {f"_data_{k}" if k in colliding else k for k in input_keys}
-    if has_id:
-        keys.add("id")
-    return tuple(sorted(keys)), frozenset(colliding)
+class _Columns:
+    """The columns of every row so far: the file's header."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple] = set()
+        self.names = set(_FIXED)  # outputs, id and annotation fields
+        self.outputs: set[str] = set()  # controls (a data field with a control's name is renamed)
+        self.inputs: set[str] = set()  # data fields
+        self.header: tuple[tuple[str, ...], frozenset[str]] = self._make()
+
+    def add(self, column_sets: tuple) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The header once these column sets are in."""
+        changed = False
+        for columns in column_sets:
+            if columns not in self.seen:
+                self.seen.add(columns)
+                head, inputs, meta, outputs = columns
+                changed = True
+                self.names.update(head, meta)
+                self.inputs.update(inputs)
+                self.outputs.update(outputs)
+        if changed:
+            self.header = self._make()
+        return self.header
+
+    def _make(self) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The file's columns (sorted, as Label Studio's DictWriter has them) and the data fields
+        renamed ``_data_<name>`` because a control has their name."""
+        colliding = self.inputs & self.outputs
+        keys = self.names | {f"_data_{k}" if k in colliding else k for k in self.inputs}
+        return tuple(sorted(keys)), frozenset(colliding)
 
 
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              sep: str, filename: str, fmt: str) -> list[Path]:
-    input_keys: set[str] = set()
-    output_keys: set[str] = set()
-    extra_keys: set[str] = set()
-    has_id = False
-    job = CsvJob(config)
-    body = _Body(out_dir, sep)
-    with tempfile.TemporaryFile("w+b", dir=out_dir) as spool, body.file:
-        for data, inputs, outputs, extra, task_has_id in parallel.results(tasks, fmt, job, options):
-            spool.write(len(data).to_bytes(8, "little") + data)
-            input_keys.update(inputs)
-            output_keys.update(outputs)
-            if extra:
-                extra_keys.update(extra)
-            has_id = has_id or task_has_id
-            body.add(marshal.loads(data), _header(input_keys, output_keys, extra_keys, has_id), spool)
-
-        header = _header(input_keys, output_keys, extra_keys, has_id)
-        if header != body.header:  # too many header changes (or no rows): all lines now
-            body.rewrite(header, spool)
-        path = out_dir / filename
-        with open(path, "wb") as out:
-            out.write((sep.join(map(_cell, header[0])) + "\r\n").encode("utf-8"))  # DictWriter.writeheader
-            body.file.seek(0)
-            shutil.copyfileobj(body.file, out, 1 << 20)
-    return [path]
+    columns = _Columns()
+    body = _Body(out_dir / filename, sep)
+    try:
+        with tempfile.TemporaryFile("w+b", dir=out_dir) as spool:
+            for data in parallel.results(tasks, fmt, CsvJob(config), options):
+                spool.write(len(data).to_bytes(8, "little") + data)
+                record = marshal.loads(data)
+                body.add(record, columns.add(record[0]), spool)
+            if columns.header != body.header:  # too many header changes (or no rows): all of it now
+                body.rewrite(columns.header, spool)
+    except BaseException:
+        body.discard()
+        raise
+    body.publish()
+    return [body.path]
 
 
-def _line_template(columns: tuple[tuple, tuple, tuple], fieldnames: list[str], colliding: set[str],
+def _line_template(columns: tuple[tuple, tuple, tuple, tuple], fieldnames: list[str], colliding: set[str],
                    sep: str, empty: str) -> Callable[..., str]:
     """``template(*cells)`` is the line of a row with these columns (outputs and id, data fields,
-    annotation fields), as a ``DictWriter`` writes the dict made of them in that order: a data
-    field named like an output is ``_data_<name>``, a later name wins, a missing one is empty."""
-    head, inputs, meta = columns
+    annotation fields; the controls among the outputs), as a ``DictWriter`` writes the dict made
+    of them in that order: a data field named like an output is ``_data_<name>``, a later name
+    wins, a missing one is empty."""
+    head, inputs, meta, _ = columns
     where = {}
     for i, name in enumerate((*head, *(f"_data_{k}" if k in colliding else k for k in inputs), *meta)):
         where[name] = i
@@ -247,6 +258,17 @@ def _cells(values: tuple) -> tuple[str, ...]:
         else _cell(v)
         for v in values
     ])
+
+
+def _annotation_cells(item: Item) -> tuple[str, ...]:
+    """``_cells`` of the annotation fields (``_FIXED``), the usual types without a check per cell."""
+    who, created, updated = item.completed_by, item.created_at, item.updated_at
+    annotation_id, lead_time = item.annotation_id, item.lead_time
+    if (who.__class__ is int and annotation_id.__class__ is int and created.__class__ is str
+            and updated.__class__ is str and lead_time.__class__ is float and '"' not in created
+            and '"' not in updated):
+        return f'"{who}"', str(annotation_id), f'"{created}"', f'"{updated}"', str(lead_time)
+    return _cells((annotator(item), annotation_id, created, updated, lead_time))
 
 
 def _cell(value: object) -> str:

@@ -16,13 +16,14 @@ import threading
 import zipfile
 from collections import deque
 from pathlib import Path
+from typing import BinaryIO
 
 try:  # optional accelerator, never required
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string"]
+__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "new_file_beside"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
@@ -248,6 +249,19 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
             os.close(fd)
         out.append((name, data, True))
     return out
+
+
+def new_file_beside(path: Path) -> tuple[BinaryIO, str]:
+    """A new, empty file in ``path``'s directory under a hidden unique name, open for reading and
+    writing, for ``path``'s content until it is complete (then renamed to ``path``). Unlike
+    ``tempfile``'s files (0600) it gets the permissions of any file this process creates."""
+    while True:
+        name = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        return os.fdopen(fd, "w+b"), name
 
 
 def zip_dir(src: Path, target: Path) -> None:

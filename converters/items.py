@@ -268,12 +268,14 @@ def iter_items(
         yield from items
 
 
-def prettify_result(values: list[dict]) -> Any:
-    """Label Studio's ``prettify_result``: one choice / one text becomes a plain string."""
+def prettify_result(values: list[dict], in_place: bool = False) -> Any:
+    """Label Studio's ``prettify_result``: one choice / one text becomes a plain string. With
+    ``in_place`` the values lose their "type" instead of being copied (for values of items that
+    are not used again)."""
     out = []
     tag_type = None
     for value in values:
-        j = value.copy()
+        j = value if in_place else value.copy()
         tag_type = j.pop("type", None)
         if tag_type == "Choices" and len(j["choices"]) == 1:
             out.append(j["choices"][0])

@@ -442,3 +442,31 @@ def test_csv_lines_written_ahead_or_at_the_end_are_the_same(restarts, tmp_path, 
     monkeypatch.setattr(csv_export, "_MAX_RESTARTS", restarts)
     _convert_file(source, "CSV", cfg, tmp_path / "end", 0)
     assert _outputs(tmp_path / "ahead") == _outputs(tmp_path / "end")
+
+
+@pytest.mark.parametrize("fmt,name", [("CSV", "result.csv"), ("TSV", "result.tsv")])
+def test_csv_file_appears_complete_with_the_usual_permissions(fmt, name, tmp_path):
+    """The table is written under a temporary name and renamed when complete: a reader sees no
+    half-written file, a failed conversion leaves nothing behind, and the file gets the same
+    permissions as any other file the process creates (not a temporary file's 0600)."""
+    cfg = converters.parse_label_config(
+        '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="A"/></Choices></View>')
+    tasks = [{"id": 1, "data": {"text": "x"}, "annotations": [
+        {"id": 1, "completed_by": 1, "result": [{"from_name": "c", "to_name": "text", "type": "choices",
+                                                 "value": {"choices": ["A"]}}]}]}]
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "reference").write_bytes(b"")
+    converters.get(fmt).convert(iter(tasks), cfg, out, converters.ConvertOptions())
+    assert sorted(p.name for p in out.iterdir()) == [name]
+    assert (out / name).stat().st_mode & 0o777 == (tmp_path / "reference").stat().st_mode & 0o777
+
+    def failing():
+        yield from tasks
+        raise RuntimeError("source went away")
+
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(RuntimeError):
+        converters.get(fmt).convert(failing(), cfg, again, converters.ConvertOptions())
+    assert list(again.iterdir()) == []
