@@ -61,7 +61,10 @@ class CsvJob:
             return None
         data = items[0].input  # the task's data, the same for all its items
         input_keys = tuple(data)
-        input_cells = _cells(tuple(_json_cell(v) if isinstance(v, (dict, list)) else v for v in data.values()))
+        input_cells = tuple([
+            _text_cell(v) if v.__class__ is str else _cell(_json_cell(v) if isinstance(v, (dict, list)) else v)
+            for v in data.values()
+        ])
         rows = []
         for item in items:
             try:
@@ -82,10 +85,10 @@ class CsvJob:
                 meta_keys = tuple(meta_keys)
                 meta_cells += _cells(tuple(more))
             if item.id is not None and "id" not in outputs:  # a control named "id" wins, as in DictWriter rows
-                outputs["id"] = item.id
+                outputs["id"] = str(item.id) if item.id.__class__ is int else _cell(item.id)
             rows.append((
                 (tuple(outputs), input_keys, meta_keys, tuple(item.output)),
-                (*_cells(tuple(outputs.values())), *input_cells, *meta_cells),
+                (*outputs.values(), *input_cells, *meta_cells),
             ))
         return rows or None
 
@@ -104,9 +107,9 @@ class CsvJob:
         return marshal.dumps((tuple(column_sets), rows))
 
 
-def _output_cells(output: dict[str, list[dict]]) -> dict[str, object]:
+def _output_cells(output: dict[str, list[dict]]) -> dict[str, str]:
     """The cell of each control's results (and of a chat control's transcript)."""
-    cells: dict[str, object] = {}
+    cells: dict[str, str] = {}
     for name, values in output.items():
         chat = False
         for v in values:
@@ -114,9 +117,9 @@ def _output_cells(output: dict[str, list[dict]]) -> dict[str, object]:
                 chat = True
                 break
         pretty = prettify_result(values, in_place=True)  # the item is not used after this
-        cells[name] = pretty if isinstance(pretty, str) else _json_cell(pretty)
+        cells[name] = _text_cell(pretty if isinstance(pretty, str) else _json_cell(pretty))
         if chat:
-            cells[f"{name}_transcript"] = _transcript(pretty)
+            cells[f"{name}_transcript"] = _text_cell(_transcript(pretty))
     return cells
 
 
@@ -269,6 +272,11 @@ def _annotation_cells(item: Item) -> tuple[str, ...]:
             and '"' not in updated):
         return f'"{who}"', str(annotation_id), f'"{created}"', f'"{updated}"', str(lead_time)
     return _cells((annotator(item), annotation_id, created, updated, lead_time))
+
+
+def _text_cell(text: str) -> str:
+    """``_cell`` of a string."""
+    return '"' + text.replace('"', '""') + '"' if '"' in text else f'"{text}"'
 
 
 def _cell(value: object) -> str:

@@ -342,6 +342,11 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int,
     """Batches from ``reader.pos`` on; None at the end of the array. Returns (without None) with
     ``reader.pos`` at an element to read the exact way."""
     while True:
+        if task_start is not None:
+            cut = _cut_ahead(reader, task_start, skip, size)
+            if cut is not None:
+                yield cut
+                continue
         start = reader.pos
         start += _ensure(reader, start, start + 2 * size + len(sep))
         reader.pos = start
@@ -388,6 +393,27 @@ def _cut_batches(reader: _Reader, sep: bytes, skip: int, size: int,
         reader.pos = pos
         if pos - start < size:
             return
+
+
+_AHEAD = 1 << 16  # bytes read where a batch should end (a task start within them ends it)
+
+
+def _cut_ahead(reader: _Reader, task_start: re.Pattern[bytes], skip: int, size: int) -> tuple | None:
+    """The batch from ``reader.pos`` to the first task start at least ``size`` bytes on, found by
+    reading only ``_AHEAD`` bytes from there: a batch's own bytes are read by whoever parses it.
+    The cut is the one ``_cut_batches`` makes reading everything; None (and the reader as it
+    was) when there is no task start in those bytes."""
+    origin = reader.base + reader.pos
+    f = reader.f
+    f.seek(origin + size)
+    ahead = f.read(_AHEAD)
+    m = task_start.search(ahead)
+    if m is None:
+        f.seek(reader.base + len(reader.buf))  # where the reader's buffer ends: nothing changed
+        return None
+    reader.buf, reader.base, reader.pos = ahead, origin + size, m.start() + 1 + skip
+    reader.eof = False  # the file goes on after ``ahead`` (read from there next)
+    return "batch", origin, reader.base + m.start() + 1 - origin
 
 
 def _element_end(buf: bytes, sep: bytes, pos: int, limit: int) -> int:

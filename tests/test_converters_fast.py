@@ -341,6 +341,26 @@ def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(data_first, tmp
 
 
 @needs_fixtures
+@pytest.mark.parametrize("data_first", [False, True], ids=["id-first", "data-first"])
+def test_batches_are_cut_the_same_reading_only_where_they_end(data_first, tmp_path, monkeypatch):
+    """With Label Studio's task start, the cutter reads only the bytes where a batch ends; the
+    cuts are the ones it makes reading the whole file, whatever its read size."""
+    source = tmp_path / "in.json"
+    _tricky_export("image-bbox", source, data_first)
+
+    def cuts(chunk: int) -> list[tuple]:
+        with open(source, "rb") as f:
+            return [c[:2] + (c[2] if c[0] == "batch" else None,)
+                    for c in jsonstream.iter_array_batches(f, 3000, chunk)]
+
+    ahead = {chunk: cuts(chunk) for chunk in (4096, 1 << 22)}
+    monkeypatch.setattr(jsonstream, "_AHEAD", 8)  # never enough to find a task start
+    whole = {chunk: cuts(chunk) for chunk in (4096, 1 << 22)}
+    assert ahead == whole
+    assert sum(1 for c in whole[4096] if c[0] == "batch") > 20
+
+
+@needs_fixtures
 def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit():
     pytest.importorskip("msgspec")
     config = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
