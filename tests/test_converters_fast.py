@@ -367,16 +367,15 @@ def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit
     parallel._init_worker(coco.CocoJob(config), EXPORTS / "image-bbox" / "JSON.json")
     try:
         tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
-        raw = json.dumps(tasks, ensure_ascii=False)[1:-1].encode()
-        decoded = parallel._decode_fields(raw)
+        decoded = parallel._decode_fields(json.dumps(tasks, ensure_ascii=False).encode())
         assert [t["id"] for t in decoded] == [t["id"] for t in tasks]
         assert all("predictions" not in t and "data" in t for t in decoded)
         assert any(t["annotations"] for t in decoded)
         # the items (what every per-task format is built from) are the same
         for full, part in zip(tasks, decoded, strict=True):
             assert items.task_items(part, config, True) == items.task_items(full, config, True)
-        assert parallel._decode_fields(b'{"id":1,"annotations":[],"data":{"x":NaN}}') is None
-        assert parallel._decode_fields(b'{"id":1,"annotations":[{"result":[5]}],"data":{}}') is None
+        assert parallel._decode_fields(b'[{"id":1,"annotations":[],"data":{"x":NaN}}]') is None
+        assert parallel._decode_fields(b'[{"id":1,"annotations":[{"result":[5]}],"data":{}}]') is None
     finally:
         parallel._worker_decoder = None
         parallel._worker_job = None
