@@ -10,7 +10,7 @@ from . import parallel
 from .base import Converter, ConvertOptions, register
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
-from .treebank import token_starts
+from .treebank import not_found, token_starts, tokens_in_text
 
 
 class _LineEnds(dict):
@@ -34,9 +34,10 @@ def applies_to(config: LabelConfig) -> str | None:
 
 def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], list[str]]:
     """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks."""
-    tokens, starts = token_starts(text)
     if not (spans and all(s.get("start") is not None and s.get("end") is not None for s in spans)):
+        tokens = token_starts(text)[0]  # (which, like Label Studio, fails on a token not in the text)
         return tokens, ["O"] * len(tokens)
+    tokens = tokens_in_text(text)
     pending = sorted(spans, key=lambda s: s["start"])
     pending.reverse()  # pop() from the end = the next span by start
     span = pending.pop()
@@ -44,7 +45,12 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
     labels = span.get("labels")
     prefix = "B-"
     tags = []
-    for token, token_start in zip(tokens, starts, strict=True):
+    find = text.find
+    token_end = -1
+    for token in tokens:  # each token's offsets as in treebank.token_starts
+        token_start = find(token, token_end + 1)
+        if token_start < 0:
+            raise not_found(token, text)
         token_end = token_start + len(token) - 1
         if token_start > span_end:
             while pending:

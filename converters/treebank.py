@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["span_tokenize", "token_starts", "tokenize"]
+__all__ = ["span_tokenize", "token_starts", "tokenize", "tokens_in_text"]
 
 _STARTING_QUOTES = [
     (re.compile(r"^\""), r"``"),
@@ -80,6 +80,8 @@ _PUNCT_COLON_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution i
 _PUNCT_QUOTE_SUB = _REPLACE[_PUNCTUATION[6][1]]
 _ENDING_QUOTES_SUBS = [(regexp, _REPLACE[substitution]) for regexp, substitution in _ENDING_QUOTES[2:]]
 _CONTRACTION_SUB = _REPLACE[r" \1 \2 "]
+# A ":" or "," followed by a digit, another ":" or ",", or nothing: the colon rules are run as regexes.
+_COLON_SPECIAL = re.compile(r"[:,](?![^\d:,])")
 _CLOSERS = "]})>\"'"  # [\]\)}>"\']
 # What the text must hold for each of _ENDING_QUOTES[2:] to match (their second group and the space).
 _ENDING_QUOTES_NEED = (
@@ -101,8 +103,13 @@ def tokenize(text: str) -> list[str]:
         text = text.replace("``", " `` ")  # (``)  ->  " \1 "
         text = _STARTING_QUOTE_3.sub(_STARTING_QUOTE_3_SUB, text)
     if ":" in text or "," in text:
-        for regexp, substitution in _PUNCT_COLON_SUBS:
-            text = regexp.sub(substitution, text)
+        if _COLON_SPECIAL.search(text) is None:
+            # every ":" and "," is followed by another character (the usual ", "): the first rule
+            # spaces each of them out and the second, at the end, finds none left
+            text = text.replace(",", " , ").replace(":", " : ")
+        else:
+            for regexp, substitution in _PUNCT_COLON_SUBS:
+                text = regexp.sub(substitution, text)
     text = text.replace("...", " ... ")
     for char, spaced in _SYMBOLS:
         if char in text:
@@ -145,21 +152,29 @@ def tokenize(text: str) -> list[str]:
     return text.split()
 
 
-def token_starts(text: str) -> tuple[list[str], list[int]]:
-    """The tokens as they appear in ``text`` and their start offsets (code points)."""
+def tokens_in_text(text: str) -> list[str]:
+    """The tokens as they appear in ``text`` (quote tokens as written there)."""
     raw = tokenize(text)
     if '"' in text or "''" in text:
         matched = iter(m.group() for m in _QUOTES.finditer(text))
-        tokens = [next(matched) if tok in ('"', "``", "''") else tok for tok in raw]
-    else:
-        tokens = raw
+        return [next(matched) if tok in ('"', "``", "''") else tok for tok in raw]
+    return raw
+
+
+def not_found(token: str, text: str) -> ValueError:
+    return ValueError(f'substring "{token}" not found in "{text}"')
+
+
+def token_starts(text: str) -> tuple[list[str], list[int]]:
+    """The tokens as they appear in ``text`` and their start offsets (code points)."""
+    tokens = tokens_in_text(text)
     starts = []
     point = 0
     find = text.find
     for token in tokens:
         start = find(token, point)
         if start < 0:
-            raise ValueError(f'substring "{token}" not found in "{text}"')
+            raise not_found(token, text)
         point = start + len(token)
         starts.append(start)
     return tokens, starts

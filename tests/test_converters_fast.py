@@ -146,7 +146,7 @@ def test_tokenizer_shortcuts_change_nothing():
     pieces = ["can", "not", "Cannot", "d'ye", "gim", "me", "GONNA", "gotta", "lemme", "more'n", "wanna ", "'t", "is",
               "'Twas", '"', "''", "``", "`", "'", "' ", "'s", "'ll", "n't", "N'T", ":", ",", "1,000", "...", ".",
               ";", "@", "#", "$", "/", "%", "&", "?", "!", "(", ")", "[", "]", "{", "}", "<", ">", "--", "-", " ",
-              "\n", "word", "Ünï", "😀", "9", "'re", "İ", "ı", "ſ", "K", "gımme", "GİMME"]
+              "\n", "word", "Ünï", "😀", "9", "٣", "'re", "İ", "ı", "ſ", "K", "gımme", "GİMME"]
     rnd = random.Random(3)
     for _ in range(30000):
         text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 20)))
