@@ -154,6 +154,15 @@ def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str])
     return "\n".join(out)
 
 
+def _label_file_name(url: str) -> str:
+    """``os.path.splitext(label_basename(url))[0]`` (POSIX rules) + ".txt", within 255 bytes' worth
+    of characters as a file name."""
+    base = label_basename(url)
+    dot = base.rfind(".")
+    stem = base[:dot] if dot > 0 and base[:dot].lstrip(".") else base  # ".hidden" has no extension
+    return stem[: 255 - 4] + ".txt"
+
+
 class YoloJob:
     """One task -> [(label file name, text, or None for an empty file that must not replace one)].
 
@@ -202,7 +211,7 @@ class YoloJob:
                 if not isinstance(url, str) or not url:
                     raise ValueError(f"no image path in data[{data_key!r}]")
                 if url != last_url:
-                    name = os.path.splitext(label_basename(url))[0][: 255 - 4] + ".txt"
+                    name = _label_file_name(url)
                     last_url = url
                 output = item.output
                 if len(output) == 1:
@@ -227,10 +236,16 @@ class YoloJob:
             self._dir_fd = os.open(self.label_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
     def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None, bool]]:
-        labels = [label for labels in payloads for label in labels]
+        # What writing them in task order leaves: the last content a name gets (an empty entry
+        # after content leaves that content); so a name is written once per chunk.
+        final: dict[str, bytes | None] = {}
+        for labels in payloads:
+            for name, data in labels:
+                if data is not None or name not in final:
+                    final[name] = data
         if self._dir_fd is None:
-            return [(name, data, False) for name, data in labels]
-        return create_new_files(self._dir_fd, labels)
+            return [(name, data, False) for name, data in final.items()]
+        return create_new_files(self._dir_fd, list(final.items()))
 
 
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,

@@ -293,6 +293,31 @@ def test_workers_give_the_same_output(fmt, decoder, tmp_path, monkeypatch):
     assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
 
 
+def test_yolo_label_file_names_drop_the_extension_as_splitext_does():
+    import posixpath
+
+    from converters import yolo
+
+    for url in ["/data/upload/2/a.png", "s3://b/x/img.tar.gz", "s3://b/.hidden", "s3://b/...", "s3://b/..a.b",
+                "s3://b/noext", "s3://b/trailing.", "/data/upload/1/" + "n" * 300 + ".jpg", "gs://b/ü.JPG"]:
+        base = posixpath.basename(url)
+        assert yolo._label_file_name(url) == posixpath.splitext(base)[0][:251] + ".txt", url
+
+
+def test_yolo_chunk_writes_each_name_once_with_what_writing_in_order_leaves():
+    """A label file written several times in a chunk (a task with several annotations) ends
+    with the last content it got; an empty label after content does not clear it."""
+    from converters import yolo
+
+    cfg = converters.parse_label_config(
+        '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+        '<Label value="Car"/></RectangleLabels></View>')
+    job = yolo.YoloJob(cfg)
+    chunk = job.combine([[("a.txt", b"1\n"), ("a.txt", None)], [("b.txt", None), ("b.txt", b"2\n")],
+                         [("c.txt", None)], [("a.txt", b"3\n"), ("c.txt", None)]])
+    assert sorted(chunk) == [("a.txt", b"3\n", False), ("b.txt", b"2\n", False), ("c.txt", None, False)]
+
+
 @needs_fixtures
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
 def test_yolo_workers_leave_files_that_exist_to_the_main_process(tmp_path, monkeypatch):
