@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import compact_json, json_number, json_string
+from .fastio import compact_json, json_number, json_string, replacing
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import UPLOAD_PREFIXES, is_cloud_uri, label_basename
@@ -258,32 +258,30 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     job = CocoJob(config, options.image_info)
     n_images = 0
     n_annotations = 0
-    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as images_tmp, \
-            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as anns_tmp:
+    path = out_dir / "result.json"
+    # The images go straight into the file (written under a temporary name, renamed when
+    # complete); the annotations, which follow the categories (known at the end), wait in a
+    # temporary file.
+    with replacing(path) as out, tempfile.TemporaryFile("w+b", dir=out_dir) as anns_tmp:
+        out.write(b'{"images":[\n')
         for image_text, images, ann_text, ann_images in parallel.results(tasks, "COCO", job, options):
             first = n_images
             text = image_text % tuple(range(first, first + images))
-            images_tmp.write(text if n_images else text[1:])  # no "," before the first one
+            out.write((text if n_images else text[1:]).encode("utf-8"))  # no "," before the first one
             n_images += images
             if ann_images:
                 text = ann_text % tuple(
                     [n for i, image in enumerate(ann_images, n_annotations) for n in (i, first + image)]
                 )
-                anns_tmp.write(text if n_annotations else text[1:])
+                anns_tmp.write((text if n_annotations else text[1:]).encode("utf-8"))
                 n_annotations += len(ann_images)
-
-        path = out_dir / "result.json"
         now = datetime.now()
         info = {"year": now.year, "version": "1.0", "description": "", "contributor": "Label Studio",
                 "url": "", "date_created": str(now)}
-        with open(path, "w", encoding="utf-8") as out:
-            out.write('{"images":[\n')
-            images_tmp.seek(0)
-            shutil.copyfileobj(images_tmp, out)
-            out.write('],\n"categories":' + _dumps(job.categories) + ',\n"annotations":[\n')
-            anns_tmp.seek(0)
-            shutil.copyfileobj(anns_tmp, out)
-            out.write('],\n"info":' + _dumps(info) + "}\n")
+        out.write(('],\n"categories":' + _dumps(job.categories) + ',\n"annotations":[\n').encode("utf-8"))
+        anns_tmp.seek(0)
+        shutil.copyfileobj(anns_tmp, out, 1 << 20)
+        out.write(('],\n"info":' + _dumps(info) + "}\n").encode("utf-8"))
     return [path]
 
 

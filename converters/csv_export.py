@@ -8,11 +8,9 @@ memory stays independent of the number of tasks.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import marshal
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import BinaryIO
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import compact_json, new_file_beside
+from .fastio import compact_json, replacing
 from .items import Item, ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
@@ -130,12 +128,10 @@ class _Body:
     """The file, written while the tasks are still being converted: the header the columns seen
     so far give, then the lines. A new column (rare after the first tasks) changes the header,
     and the file is then written again from the spool. The main process would otherwise wait
-    for the workers and then write every line after them. It is written under a temporary name
-    and renamed when complete (``publish``)."""
+    for the workers and then write every line after them."""
 
-    def __init__(self, path: Path, sep: str) -> None:
-        self.path = path
-        self.file, self.temp_name = new_file_beside(path)
+    def __init__(self, file: BinaryIO, sep: str) -> None:
+        self.file = file
         self.sep = sep
         self.header: tuple[tuple[str, ...], frozenset[str]] | None = None
         self.templates: dict[tuple, Callable[..., str]] = {}
@@ -177,15 +173,6 @@ class _Body:
                 lines.append("")
                 self.file.write("\r\n".join(lines).encode("utf-8"))
 
-    def publish(self) -> None:
-        self.file.close()
-        os.replace(self.temp_name, self.path)
-
-    def discard(self) -> None:
-        self.file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.temp_name)
-
 
 class _Columns:
     """The columns of every row so far: the file's header."""
@@ -223,20 +210,16 @@ class _Columns:
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              sep: str, filename: str, fmt: str) -> list[Path]:
     columns = _Columns()
-    body = _Body(out_dir / filename, sep)
-    try:
-        with tempfile.TemporaryFile("w+b", dir=out_dir) as spool:
-            for data in parallel.results(tasks, fmt, CsvJob(config), options):
-                spool.write(len(data).to_bytes(8, "little") + data)
-                record = marshal.loads(data)
-                body.add(record, columns.add(record[0]), spool)
-            if columns.header != body.header:  # too many header changes (or no rows): all of it now
-                body.rewrite(columns.header, spool)
-    except BaseException:
-        body.discard()
-        raise
-    body.publish()
-    return [body.path]
+    path = out_dir / filename
+    with replacing(path) as file, tempfile.TemporaryFile("w+b", dir=out_dir) as spool:
+        body = _Body(file, sep)
+        for data in parallel.results(tasks, fmt, CsvJob(config), options):
+            spool.write(len(data).to_bytes(8, "little") + data)
+            record = marshal.loads(data)
+            body.add(record, columns.add(record[0]), spool)
+        if columns.header != body.header:  # too many header changes (or no rows): all of it now
+            body.rewrite(columns.header, spool)
+    return [path]
 
 
 def _line_template(columns: tuple[tuple, tuple, tuple, tuple], fieldnames: list[str], colliding: set[str],

@@ -10,11 +10,13 @@ of files. The first error (disk full, name too long...) is raised from the next 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import zipfile
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,7 +25,7 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "new_file_beside"]
+__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "replacing"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
@@ -251,17 +253,27 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
     return out
 
 
-def new_file_beside(path: Path) -> tuple[BinaryIO, str]:
-    """A new, empty file in ``path``'s directory under a hidden unique name, open for reading and
-    writing, for ``path``'s content until it is complete (then renamed to ``path``). Unlike
-    ``tempfile``'s files (0600) it gets the permissions of any file this process creates."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file for ``path``'s content, open for reading and writing: written under a hidden
+    temporary name beside it, renamed to ``path`` when the block completes (a reader never sees
+    half of it), removed if the block fails. Unlike ``tempfile``'s files (0600) it gets the
+    permissions of any file this process creates."""
     while True:
         name = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
         try:
             fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         except FileExistsError:  # pragma: no cover - 48 random bits
             continue
-        return os.fdopen(fd, "w+b"), name
+        break
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            yield f
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    os.replace(name, path)
 
 
 def zip_dir(src: Path, target: Path) -> None:

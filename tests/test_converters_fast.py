@@ -488,29 +488,41 @@ def test_csv_lines_written_ahead_or_at_the_end_are_the_same(restarts, tmp_path, 
     assert _outputs(tmp_path / "ahead") == _outputs(tmp_path / "end")
 
 
-@pytest.mark.parametrize("fmt,name", [("CSV", "result.csv"), ("TSV", "result.tsv")])
-def test_csv_file_appears_complete_with_the_usual_permissions(fmt, name, tmp_path):
-    """The table is written under a temporary name and renamed when complete: a reader sees no
-    half-written file, a failed conversion leaves nothing behind, and the file gets the same
-    permissions as any other file the process creates (not a temporary file's 0600)."""
-    cfg = converters.parse_label_config(
-        '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="A"/></Choices></View>')
-    tasks = [{"id": 1, "data": {"text": "x"}, "annotations": [
-        {"id": 1, "completed_by": 1, "result": [{"from_name": "c", "to_name": "text", "type": "choices",
-                                                 "value": {"choices": ["A"]}}]}]}]
+_TEXT_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="A"/>'
+                '</Choices></View>')
+_TEXT_TASK = {"id": 1, "data": {"text": "x"}, "annotations": [
+    {"id": 1, "completed_by": 1, "result": [{"from_name": "c", "to_name": "text", "type": "choices",
+                                             "value": {"choices": ["A"]}}]}]}
+_BOX_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+               '<Label value="Car"/></RectangleLabels></View>')
+_BOX_TASK = {"id": 1, "data": {"image": "/data/upload/1/a.png"}, "annotations": [
+    {"id": 1, "completed_by": 1, "result": [{"from_name": "label", "to_name": "image", "type": "rectanglelabels",
+                                             "original_width": 10, "original_height": 10,
+                                             "value": {"x": 1, "y": 1, "width": 5, "height": 5,
+                                                       "rectanglelabels": ["Car"]}}]}]}
+
+
+@pytest.mark.parametrize("fmt,name,config,task", [("CSV", "result.csv", _TEXT_CONFIG, _TEXT_TASK),
+                                                  ("TSV", "result.tsv", _TEXT_CONFIG, _TEXT_TASK),
+                                                  ("COCO", "result.json", _BOX_CONFIG, _BOX_TASK)])
+def test_result_file_appears_complete_with_the_usual_permissions(fmt, name, config, task, tmp_path):
+    """The result file is written under a temporary name and renamed when complete: a reader
+    sees no half-written file, a failed conversion leaves no file behind, and the file gets the
+    same permissions as any other file the process creates (not a temporary file's 0600)."""
+    cfg = converters.parse_label_config(config)
     out = tmp_path / "out"
     out.mkdir()
     (tmp_path / "reference").write_bytes(b"")
-    converters.get(fmt).convert(iter(tasks), cfg, out, converters.ConvertOptions())
-    assert sorted(p.name for p in out.iterdir()) == [name]
+    converters.get(fmt).convert(iter([task]), cfg, out, converters.ConvertOptions())
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [name]
     assert (out / name).stat().st_mode & 0o777 == (tmp_path / "reference").stat().st_mode & 0o777
 
     def failing():
-        yield from tasks
+        yield task
         raise RuntimeError("source went away")
 
     again = tmp_path / "again"
     again.mkdir()
     with pytest.raises(RuntimeError):
         converters.get(fmt).convert(failing(), cfg, again, converters.ConvertOptions())
-    assert list(again.iterdir()) == []
+    assert [p.name for p in again.iterdir() if p.is_file()] == []
