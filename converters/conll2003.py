@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import parallel
 from .base import Converter, ConvertOptions, register
+from .fastio import replacing
 from .items import ItemTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import not_found, token_starts, tokens_in_text
@@ -109,7 +110,7 @@ class ConllJob:
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.conll"
     job = ConllJob(config)
-    with open(path, "w", encoding="utf-8") as out:
+    with replacing(path, "utf-8") as out:
         out.write("-DOCSTART- -X- O\n")
         pending: list[str] = []
         size = 0

@@ -18,7 +18,7 @@ import zipfile
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 try:  # optional accelerator, never required
     import orjson as _orjson
@@ -254,8 +254,9 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
 
 
 @contextlib.contextmanager
-def replacing(path: Path) -> Iterator[BinaryIO]:
-    """A new file for ``path``'s content, open for reading and writing: written under a hidden
+def replacing(path: Path, encoding: str | None = None) -> Iterator[Any]:
+    """A new file for ``path``'s content, open for reading and writing (binary, or text in
+    ``encoding``, with ``open()``'s newline handling): written under a hidden
     temporary name beside it, renamed to ``path`` when the block completes (a reader never sees
     half of it), removed if the block fails. Unlike ``tempfile``'s files (0600) it gets the
     permissions of any file this process creates."""
@@ -267,7 +268,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
             continue
         break
     try:
-        with os.fdopen(fd, "w+b") as f:
+        with os.fdopen(fd, "w+b" if encoding is None else "w+", encoding=encoding) as f:
             yield f
     except BaseException:
         with contextlib.suppress(OSError):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .base import Converter, ConvertOptions, always, register
+from .fastio import replacing
 from .items import normalize_task, task_id_of
 from .label_config import LabelConfig
 
@@ -15,7 +16,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.json"
-    with open(path, "w", encoding="utf-8") as out:
+    with replacing(path, "utf-8") as out:
         out.write("[")
         first = True
         for task in tasks:

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .base import Converter, ConvertOptions, always, register
+from .fastio import replacing
 from .items import annotator, iter_items, prettify_result
 from .label_config import LabelConfig
 
 
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.json"
-    with open(path, "w", encoding="utf-8") as out:
+    with replacing(path, "utf-8") as out:
         out.write("[\n")
         first = True
         for item in iter_items(tasks, config, options):

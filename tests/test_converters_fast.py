@@ -502,8 +502,18 @@ _BOX_TASK = {"id": 1, "data": {"image": "/data/upload/1/a.png"}, "annotations": 
                                                        "rectanglelabels": ["Car"]}}]}]}
 
 
+_NER_CONFIG = ('<View><Text name="text" value="$text"/><Labels name="ner" toName="text"><Label value="PER"/>'
+               '</Labels></View>')
+_NER_TASK = {"id": 1, "data": {"text": "Ann met Bob."}, "annotations": [
+    {"id": 1, "completed_by": 1, "result": [{"from_name": "ner", "to_name": "text", "type": "labels",
+                                             "value": {"start": 0, "end": 3, "labels": ["PER"]}}]}]}
+
+
 @pytest.mark.parametrize("fmt,name,config,task", [("CSV", "result.csv", _TEXT_CONFIG, _TEXT_TASK),
                                                   ("TSV", "result.tsv", _TEXT_CONFIG, _TEXT_TASK),
+                                                  ("JSON", "result.json", _TEXT_CONFIG, _TEXT_TASK),
+                                                  ("JSON_MIN", "result.json", _TEXT_CONFIG, _TEXT_TASK),
+                                                  ("CONLL2003", "result.conll", _NER_CONFIG, _NER_TASK),
                                                   ("COCO", "result.json", _BOX_CONFIG, _BOX_TASK)])
 def test_result_file_appears_complete_with_the_usual_permissions(fmt, name, config, task, tmp_path):
     """The result file is written under a temporary name and renamed when complete: a reader
