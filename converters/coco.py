@@ -20,7 +20,7 @@ from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
 from .fastio import compact_json, json_number, json_string, replacing
-from .items import ItemTask, task_items_or_warn
+from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import UPLOAD_PREFIXES, is_cloud_uri, label_basename
 from .yolo import _image_reason
@@ -134,7 +134,7 @@ class CocoJob:
     """One task -> per exported image: its ``images`` line around the id, and its annotation lines
     without ``id``/``image_id`` (numbered when written, in task order)."""
 
-    fields = ItemTask  # what task_items reads (workers decode only that)
+    fields = RegionTask  # what task_items reads for it (workers decode only that)
 
     def __init__(self, config: LabelConfig, image_info: Callable[[str], ImageInfo | None] | None = None) -> None:
         self.config = config

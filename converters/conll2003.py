@@ -9,7 +9,7 @@ from pathlib import Path
 from . import parallel
 from .base import Converter, ConvertOptions, register
 from .fastio import replacing
-from .items import ItemTask, task_items_or_warn
+from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import not_found, token_starts, tokens_in_text
 
@@ -74,7 +74,7 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
 class ConllJob:
     """One task -> its CoNLL blocks (one per annotation)."""
 
-    fields = ItemTask  # what task_items reads (workers decode only that)
+    fields = RegionTask  # what task_items reads for it (workers decode only that)
 
     def __init__(self, config: LabelConfig) -> None:
         self.config = config

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 from .base import ConvertOptions
 from .label_config import LabelConfig
 
-__all__ = ["ItemTask", "Item", "annotator", "iter_items", "normalize_task", "prettify_result"]
+__all__ = ["ItemTask", "Item", "RegionTask", "annotator", "iter_items", "normalize_task", "prettify_result"]
 
 
 # The part of a task document that ``task_items`` reads, as a typed schema for msgspec: a worker
@@ -52,6 +52,31 @@ class ItemTask(TypedDict, total=False):
     annotations: list[_AnnotationFields] | None
     completions: list[_AnnotationFields] | None
     agreement: Any
+
+
+# What the formats built from regions alone read (not who made an annotation, when it was last
+# changed, its lead time or history, the task's agreement, region ids): COCO, YOLO, CONLL2003.
+class _RegionFields(TypedDict, total=False):
+    from_name: Any
+    type: Any
+    value: Any
+    original_width: Any
+    original_height: Any
+
+
+class _RegionAnnotationFields(TypedDict, total=False):
+    id: Any
+    result: list[_RegionFields] | None
+    was_cancelled: Any
+    skipped: Any
+    created_at: Any
+
+
+class RegionTask(TypedDict, total=False):
+    id: Any
+    data: Any
+    annotations: list[_RegionAnnotationFields] | None
+    completions: list[_RegionAnnotationFields] | None
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from . import parallel
 from .base import Converter, ConvertOptions, SortedFiles, register
 from .categories import keypoint_labels, keypoint_order, label_categories
 from .fastio import SmallFiles, create_new_files
-from .items import ItemTask, task_items_or_warn
+from .items import ItemTask, RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import label_basename
 
@@ -173,14 +173,14 @@ class YoloJob:
     (see ``_convert``).
     """
 
-    fields = ItemTask  # what task_items reads (workers decode only that)
-
     def __init__(self, config: LabelConfig, obb: bool = False, label_dir: Path | None = None) -> None:
         self.config = config
         self.obb = obb
         self.label_dir = label_dir
         self._dir_fd: int | None = None  # in a worker: where it creates label files
         self.is_keypoints = bool(config.controls_of_type("KeyPointLabels"))
+        # what task_items reads for it (workers decode only that): region ids for key points
+        self.fields = ItemTask if self.is_keypoints else RegionTask
         if self.is_keypoints:
             kp_names = keypoint_labels(config)
             rect_names = config.labels_of_type("RectangleLabels")

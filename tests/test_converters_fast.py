@@ -385,20 +385,34 @@ def test_batches_are_cut_the_same_reading_only_where_they_end(data_first, tmp_pa
     assert sum(1 for c in whole[4096] if c[0] == "batch") > 20
 
 
+def _region_part(item: items.Item) -> tuple:
+    """What the formats built from regions alone read of an item (see ``items.RegionTask``)."""
+    return item.id, item.input, item.output, item.annotation_id, item.created_at, item.was_cancelled
+
+
 @needs_fixtures
-def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit():
+@pytest.mark.parametrize("schema", ["ItemTask", "RegionTask"])
+def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit(schema):
     pytest.importorskip("msgspec")
+    from converters import csv_export
+
     config = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
-    parallel._init_worker(coco.CocoJob(config), EXPORTS / "image-bbox" / "JSON.json")
+    job = csv_export.CsvJob(config) if schema == "ItemTask" else coco.CocoJob(config)
+    assert job.fields is getattr(items, schema)
+    parallel._init_worker(job, EXPORTS / "image-bbox" / "JSON.json")
     try:
         tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
         decoded = parallel._decode_fields(json.dumps(tasks, ensure_ascii=False).encode())
         assert [t["id"] for t in decoded] == [t["id"] for t in tasks]
         assert all("predictions" not in t and "data" in t for t in decoded)
         assert any(t["annotations"] for t in decoded)
-        # the items (what every per-task format is built from) are the same
+        # the items (what every per-task format is built from) are the same, in what the format reads
         for full, part in zip(tasks, decoded, strict=True):
-            assert items.task_items(part, config, True) == items.task_items(full, config, True)
+            if schema == "ItemTask":
+                assert items.task_items(part, config, True) == items.task_items(full, config, True)
+            else:
+                assert ([_region_part(i) for i in items.task_items(part, config)]
+                        == [_region_part(i) for i in items.task_items(full, config)])
         assert parallel._decode_fields(b'[{"id":1,"annotations":[],"data":{"x":NaN}}]') is None
         assert parallel._decode_fields(b'[{"id":1,"annotations":[{"result":[5]}],"data":{}}]') is None
     finally:
