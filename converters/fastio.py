@@ -226,9 +226,11 @@ class SmallFiles:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    written = os.write(fd, data)  # small files: all of it, nearly always
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None, bool]]:
