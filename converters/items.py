@@ -24,38 +24,9 @@ __all__ = ["ItemTask", "Item", "RegionTask", "annotator", "iter_items", "normali
 # nothing), which is ~3x faster than parsing whole tasks. Keys absent from a task stay absent.
 # Any JSON this schema does not fit (a result that is not an object, NaN...) makes the decoder
 # fail, and that batch is then parsed whole, the usual way: same items, same warnings.
-class _ResultFields(TypedDict, total=False):
-    id: Any
-    parentID: Any
-    from_name: Any
-    type: Any
-    value: Any
-    original_width: Any
-    original_height: Any
-
-
-class _AnnotationFields(TypedDict, total=False):
-    id: Any
-    completed_by: Any
-    result: list[_ResultFields] | None
-    was_cancelled: Any
-    skipped: Any
-    created_at: Any
-    updated_at: Any
-    lead_time: Any
-    history: Any
-
-
-class ItemTask(TypedDict, total=False):
-    id: Any
-    data: Any
-    annotations: list[_AnnotationFields] | None
-    completions: list[_AnnotationFields] | None
-    agreement: Any
-
-
-# What the formats built from regions alone read (not who made an annotation, when it was last
-# changed, its lead time or history, the task's agreement, region ids): COCO, YOLO, CONLL2003.
+# ``RegionTask`` is what the formats built from regions alone read (COCO, YOLO, CONLL2003: not
+# who made an annotation, when it was last changed, its lead time or history, the task's
+# agreement, region ids); ``ItemTask`` is all of it.
 class _RegionFields(TypedDict, total=False):
     from_name: Any
     type: Any
@@ -64,12 +35,28 @@ class _RegionFields(TypedDict, total=False):
     original_height: Any
 
 
-class _RegionAnnotationFields(TypedDict, total=False):
+class _ResultFields(_RegionFields, total=False):
     id: Any
-    result: list[_RegionFields] | None
+    parentID: Any
+
+
+class _AnnotationBase(TypedDict, total=False):
+    id: Any
     was_cancelled: Any
     skipped: Any
     created_at: Any
+
+
+class _RegionAnnotationFields(_AnnotationBase, total=False):
+    result: list[_RegionFields] | None
+
+
+class _AnnotationFields(_AnnotationBase, total=False):
+    result: list[_ResultFields] | None
+    completed_by: Any
+    updated_at: Any
+    lead_time: Any
+    history: Any
 
 
 class RegionTask(TypedDict, total=False):
@@ -77,6 +64,14 @@ class RegionTask(TypedDict, total=False):
     data: Any
     annotations: list[_RegionAnnotationFields] | None
     completions: list[_RegionAnnotationFields] | None
+
+
+class ItemTask(TypedDict, total=False):
+    id: Any
+    data: Any
+    annotations: list[_AnnotationFields] | None
+    completions: list[_AnnotationFields] | None
+    agreement: Any
 
 
 @dataclass(slots=True)
