@@ -266,7 +266,7 @@ def _cell(value: object) -> str:
     """One cell as ``csv.writer(quoting=QUOTE_NONNUMERIC)`` writes it (for either delimiter: every
     string is quoted). Values other than str, None, int and float go through the csv module."""
     if isinstance(value, str):
-        return '"' + value.replace('"', '""') + '"' if '"' in value else '"' + value + '"'
+        return _text_cell(value)
     if value is None:
         return '""'
     if isinstance(value, (int, float)):  # bool too: True
