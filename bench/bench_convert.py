@@ -74,7 +74,7 @@ def worker(impl: str, fmt: str, src: str, config: str, out: str, ours_path: str,
     if impl == "ours":
         sys.path.insert(0, ours_path)
         import converters
-        from converters.cli import iter_input_tasks
+        from converters.inputs import iter_input_tasks
 
         cfg = converters.parse_label_config(Path(config))
         options = converters.ConvertOptions(warn=lambda *a: None)

@@ -5,13 +5,9 @@ read the image's size (COCO ``width``/``height``) and channel count (VOC ``depth
 file. ``ImageFetcher`` does the same for images we can fetch:
 
 * ``http://`` and ``https://`` URLs, with urllib;
-* ``s3://bucket/key``, ``gs://bucket/key`` and ``azure-blob://container/key`` (Label Studio's
-  spelling; ``azure://`` too) URIs through syncd's storage adapters (``Store.get``), one store
-  per bucket, opened on first use and reused. Each SDK finds its credentials and endpoint in the
-  environment by its standard chain (AWS_* variables, shared config files and roles;
-  GOOGLE_APPLICATION_CREDENTIALS or ADC, STORAGE_EMULATOR_HOST; AZURE_STORAGE_CONNECTION_STRING);
-  per-backend config options (a syncd config's ``s3:``/``gcs:``/``azure:`` sections) are not
-  passed. The SDKs are imported only when such a URI is fetched;
+* cloud URIs (``s3://bucket/key``, ``gs://bucket/key``, ``azure-blob://container/key``) through
+  the ``read_cloud`` function the caller gives (syncd gives one that reads through its storage
+  adapters: ``syncd.stores.fetch.CloudReader``); without one they fail with a warning;
 * Label Studio's own ``/data/upload/...`` and ``/data/local-files/...`` paths cannot be fetched
   without Label Studio: they fail with a warning.
 
@@ -55,10 +51,6 @@ class ImageInfo:
 
 class FetchError(Exception):
     pass
-
-
-# Label Studio's cloud URI schemes -> syncd's store schemes
-_CLOUD_SCHEME = {"s3": "s3", "gs": "gs", "azure-blob": "azure", "azure-spi": "azure", "azure": "azure"}
 
 
 # ------------------------------------------------------------------------------ image headers
@@ -139,7 +131,8 @@ class ImageFetcher:
     future of ``ImageInfo``, raising ``FetchError`` (or ``OSError``) when it fails."""
 
     def __init__(self, images_dir: Path, workers: int = 8, timeout: float = 30.0,
-                 opener: Callable[[str], Any] | None = None) -> None:
+                 opener: Callable[[str], Any] | None = None,
+                 read_cloud: Callable[[str], bytes] | None = None) -> None:
         self.images_dir = Path(images_dir)
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
@@ -147,8 +140,8 @@ class ImageFetcher:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="converters-images")
         self._futures: OrderedDict[str, Future] = OrderedDict()  # recent URLs (bounded)
         self._lock = threading.Lock()
-        self._stores: dict[str, Any] = {}
         self._opener = opener  # tests: url -> file-like object
+        self._read_cloud = read_cloud  # cloud URI -> the object's bytes (raises with a reason)
 
     def fetch(self, url: str) -> Future:
         with self._lock:
@@ -164,10 +157,6 @@ class ImageFetcher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for store in self._stores.values():
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
 
     def __enter__(self) -> ImageFetcher:
         return self
@@ -203,34 +192,12 @@ class ImageFetcher:
             raise FetchError(str(exc) or type(exc).__name__) from None
 
     def _open_cloud(self, url: str) -> Any:
-        """The object named by a cloud URI, read through syncd's store for its bucket.
-
-        Stores are opened with no options: credentials and endpoints come from the environment
-        (each SDK's standard chain), not from a syncd config's per-backend options."""
-        scheme, _, rest = url.partition("://")
-        bucket, _, key = rest.partition("/")
-        scheme = _CLOUD_SCHEME.get(scheme.lower())
-        if scheme is None:
-            raise FetchError("not a cloud URI syncd can read (s3://, gs://, azure-blob://, azure-spi://, azure://)")
-        if not bucket or not key or key.endswith("/"):
-            raise FetchError("a cloud URI names a bucket and an object: SCHEME://BUCKET/KEY")
+        if self._read_cloud is None:
+            raise FetchError("cloud images need a reader of cloud storage (syncd convert gives one)")
         try:
-            from syncd.errors import ConfigError, StoreError
-            from syncd.stores import open_store
-        except ImportError:
-            raise FetchError("cloud images need syncd's storage adapters") from None
-        bucket_url = f"{scheme}://{bucket}"
-        try:
-            with self._lock:  # one store per bucket, opened once
-                store = self._stores.get(bucket_url)
-                if store is None:
-                    store = self._stores[bucket_url] = open_store(bucket_url, {}, transfers=self._workers)
-            data = store.get(key)
-        except (ConfigError, StoreError) as exc:
+            return io.BytesIO(self._read_cloud(url))
+        except Exception as exc:  # noqa: BLE001 - any reason becomes this image's warning
             raise FetchError(" ".join(str(exc).split()) or type(exc).__name__) from None
-        if data is None:
-            raise FetchError(f"no such object in {bucket_url}")
-        return io.BytesIO(data)
 
     def _save(self, source: Any, name: str) -> ImageInfo:
         target = self.images_dir / name

@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 from .base import ConvertOptions
 from .label_config import LabelConfig
 
-__all__ = ["ItemTask", "Item", "RegionTask", "annotator", "iter_items", "normalize_task", "prettify_result"]
+__all__ = ["ItemTask", "Item", "RegionTask", "annotator", "iter_items", "prettify_result"]
 
 
 # The part of a task document that ``task_items`` reads, as a typed schema for msgspec: a worker
@@ -108,38 +108,6 @@ def _user_id(value: Any) -> Any:
             return value["id"]
         return value
     return value
-
-
-def normalize_task(task: dict) -> dict:
-    """A task document as it appears in Label Studio's JSON export.
-
-    syncd's documents may carry full prediction objects and expanded ``completed_by`` users;
-    Label Studio's export has prediction ids and user ids.
-    """
-    preds = task.get("predictions")
-    changed = False
-    if isinstance(preds, list) and any(isinstance(p, dict) for p in preds):
-        preds = [p.get("id") if isinstance(p, dict) else p for p in preds]
-        changed = True
-    anns = task.get("annotations")
-    if isinstance(anns, list) and any(
-        isinstance(a, dict) and isinstance(a.get("completed_by"), dict) for a in anns
-    ):
-        anns = [
-            {**a, "completed_by": _user_id(a["completed_by"])}
-            if isinstance(a, dict) and isinstance(a.get("completed_by"), dict)
-            else a
-            for a in anns
-        ]
-        changed = True
-    if not changed:
-        return task
-    out = dict(task)
-    if "predictions" in task:
-        out["predictions"] = preds
-    if "annotations" in task:
-        out["annotations"] = anns
-    return out
 
 
 def _created_key(annotation: dict) -> str:

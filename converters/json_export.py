@@ -1,4 +1,5 @@
-"""JSON: Label Studio's own task format, one JSON array of task documents (streamed)."""
+"""JSON: Label Studio's own task format, one JSON array of task documents (streamed), each
+written as it is given (callers give Label Studio's export shape: ``syncd.document``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from .base import Converter, ConvertOptions, always, register
 from .fastio import replacing
-from .items import normalize_task, task_id_of
+from .items import task_id_of
 from .label_config import LabelConfig
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -24,7 +25,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                 options.warn(task_id_of(task), "task is not a JSON object")
                 continue
             try:
-                text = _dumps(normalize_task(task))
+                text = _dumps(task)
             except (TypeError, ValueError) as exc:
                 options.warn(task_id_of(task), f"cannot serialise task: {exc}")
                 continue

@@ -1,5 +1,7 @@
 """The configuration: a YAML file, ``${ENV_VAR}`` expansion, and command-line overrides.
 
+It only reads and checks values; ``syncd.session`` turns a ``Config`` into running parts.
+
 Every error names the key and says what is wrong, e.g.
 ``config.yaml: transfers: must be a whole number from 1 to 256, got 'many'``.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from syncd.bundles import BundleConfig, parse_bundle_config
+from syncd.bundles.config import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
 from syncd.values import boolean, whole_number
@@ -44,12 +46,6 @@ class Config:
     azure: dict[str, Any] = field(default_factory=dict)
     bundles: BundleConfig | None = None  # export formats published per project
     source_file: str | None = None  # where it was read from, for messages
-
-    def state_path(self, target_url: str) -> Path:
-        """The checkpoint file: ``state`` if set, else the per-target default."""
-        from syncd.checkpoint import default_state_path
-
-        return Path(self.state).expanduser() if self.state else default_state_path(target_url)
 
     def backend_options(self, scheme: str) -> dict[str, Any]:
         section = {"s3": "s3", "gs": "gcs", "azure": "azure", "az": "azure"}.get(scheme)

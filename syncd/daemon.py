@@ -1,42 +1,48 @@
 """``syncd run``: reconcile once, then keep the target in step until told to stop.
 
-The loop (litestream's shape): wait for a file event or the poll interval; confirm cheaply
-that the database changed; sync the tasks whose rows moved; every ``reconcile_interval``
-compare row fingerprints with the checkpoint to catch what timestamps miss. A database or
-storage outage is retried with capped exponential backoff, logged once when it starts, at a
-limited rate while it lasts, and once when it ends; ``/readyz`` and the lag metric show it.
+One loop (litestream's shape): wait for the next change event (a file event or a PostgreSQL
+notification from the source's change feeds, a signal) or for the next tick (poll, retry,
+reconcile); ask the source what changed since the cursor; sync those tasks; on the reconcile
+tick compare fingerprints with the checkpoint to catch what the feeds miss. Bundles are built
+by a worker thread of their own (``syncd.bundles.scheduler``), never in this loop.
+
+A database or storage outage ends the session: it is retried with capped, jittered backoff,
+logged once when it starts, at a limited rate while it lasts, and once when it ends; ``/readyz``
+and the lag metric show it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-from syncd import triggers
-from syncd.bundles import BundleScheduler, publish_changed
-from syncd.checkpoint import Checkpoint
+from syncd.bundles.build import PublishedBundle
+from syncd.bundles.scheduler import BundleWorker
 from syncd.config import Config
-from syncd.database import connect, default_db_url, driver_errors, sqlite_path
-from syncd.dir_source import DirectorySource, is_dir_url
-from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
-from syncd.ops import Health, Metrics, Notifier, serve
-from syncd.resync import FatalStoreError, Summary, Syncer
-from syncd.source import LabelStudioSource
-from syncd.stores import open_store, scheme_of
-from syncd.watch import Waker
+from syncd.ops.health import Health
+from syncd.ops.http import serve
+from syncd.ops.metrics import Metrics
+from syncd.ops.systemd import Notifier
+from syncd.retry import Backoff, delay
+from syncd.session import Session, open_bundle_parts, open_session
+from syncd.sources.base import Wake
+from syncd.sources.labelstudio.database import driver_errors
+from syncd.syncer import FatalStoreError, Summary
 
 log = logging.getLogger("syncd")
 
 SHUTDOWN_GRACE = 9.0  # seconds to drain in-flight writes after SIGTERM (systemd waits 10 s+)
-MAX_BACKOFF = 60.0
-# After a file event, wait until the database has been quiet this long (Label Studio saves the
+MAX_BACKOFF = 60.0  # seconds: the longest wait before reconnecting to a lost database or target
+# After a change event, wait until the source has been quiet this long (Label Studio saves the
 # task row ~50 ms after the annotation row), so one change costs one write, not two.
 COMMIT_SETTLE = 0.06
+MAX_SETTLE = 0.25
 
 
 class Reload(Exception):
@@ -44,48 +50,61 @@ class Reload(Exception):
 
 
 class Daemon:
-    def __init__(self, cfg: Config, reload_config, options_from):
+    def __init__(self, cfg: Config, reload_config: Callable[[], Config]):
         self.cfg = cfg
-        self.reload_config = reload_config  # () -> Config, raises ConfigError
-        self.options_from = options_from  # Config -> ResyncOptions
+        self.reload_config = reload_config  # raises ConfigError
         self.stop = threading.Event()
         self.reload = threading.Event()
-        self.waker = Waker()
+        self.events: queue.SimpleQueue[Wake] = queue.SimpleQueue()
         self.health = Health()
-        self.metrics = Metrics()
+        self.metrics = Metrics(daemon=True)
         self.notifier = Notifier()
-        self.retry_at: dict[int, tuple[float, int]] = {}  # task id -> (when, attempts)
+        self.retry_at: dict[int, tuple[float, int]] = {}  # task id -> (when, failures so far)
         self.behind_since: float | None = None
         self.metrics.lag.set_function(lambda: time.time() - self.behind_since if self.behind_since else 0.0)
         self.metrics.queue.set_function(lambda: len(self.retry_at))
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
-        self._signals = 0
-        self.bundles = BundleScheduler(cfg.bundles.debounce if cfg.bundles else 30.0)
-        self._notified_ids: set[int] = set()  # task ids from PostgreSQL NOTIFY, if triggers are installed
-        self._notified_lock = threading.Lock()
+        self.bundles: BundleWorker | None = None
         self.failing_since: float | None = None  # monotonic time the current outage began
-        self.backoff = 1.0  # seconds before the next reconnect; doubles up to MAX_BACKOFF
+        self.backoff = Backoff(base=1.0, cap=MAX_BACKOFF)
+        self._signals = 0
         self._announced_ready = False
 
     # -------------------------------------------------------------- process control
 
-    def _on_signal(self, signum, _frame) -> None:
+    def run(self) -> int:
+        """Signals, the HTTP endpoints, then ``serve`` until stopped."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        server = serve(self.cfg.listen, self.health, self.metrics) if self.cfg.listen else None
+        if server:
+            log.info("serving /healthz, /readyz and /metrics on http://%s", self.cfg.listen)
+        try:
+            return self.serve()
+        finally:
+            if server:
+                server.shutdown()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: reloading the configuration")
             self.reload.set()
-            self.waker.wake()
+            self.events.put(Wake())
             return
         self._signals += 1
         if self._signals > 1:
             log.warning("second signal: exiting at once (the next start redoes unrecorded writes)")
             os._exit(1)
         log.info("%s: finishing in-flight writes, then exiting", signal.Signals(signum).name)
-        self.notifier.stopping()
-        self.stop.set()
-        self.waker.wake()
+        self.shutdown()
         timer = threading.Timer(SHUTDOWN_GRACE, self._give_up)
         timer.daemon = True
         timer.start()
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.stop.set()
+        self.events.put(Wake())
 
     def _give_up(self) -> None:
         log.warning("in-flight writes did not finish within %.0fs; exiting (they are redone on the next start)",
@@ -93,12 +112,8 @@ class Daemon:
         logging.shutdown()
         os._exit(0)
 
-    def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
-        server = serve(self.cfg.listen, self.health, self.metrics) if self.cfg.listen else None
-        if server:
-            log.info("serving /healthz, /readyz and /metrics on http://%s", self.cfg.listen)
+    def serve(self) -> int:
+        """Sessions, one after another: a new one after a reload or an outage (with backoff)."""
         last_logged = 0.0
         try:
             while not self.stop.is_set():
@@ -111,7 +126,6 @@ class Daemon:
                         log.info("configuration reloaded")
                     except ConfigError as exc:
                         log.error("new configuration rejected, keeping the old one: %s", exc)
-                    continue
                 except ConfigError:
                     raise
                 except (SyncdError, *driver_errors()) as exc:
@@ -128,220 +142,131 @@ class Daemon:
                     elif now - last_logged >= 60:
                         last_logged = now
                         log.error("still failing after %.0fs: %s", now - self.failing_since, reason)
-                    self._sleep(self.backoff)
-                    self.backoff = min(MAX_BACKOFF, self.backoff * 2)
+                    self._sleep(self.backoff.next(getattr(exc, "retry_after", None)))
         finally:
             self.notifier.stopping()
-            self.waker.close()
-            if server:
-                server.shutdown()
         log.info("stopped")
         return 0
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait (ended by a signal), still pinging systemd's watchdog: an outage is not a hang."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and not self.reload.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._next_events(min(left, 1.0))
+            self.notifier.beat()
 
     # -------------------------------------------------------------- one connected session
 
     def _session(self) -> None:
         cfg = self.cfg
-        store = open_store(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers)
-        if is_dir_url(cfg.db):
-            self._dir_session(store)
+        session = open_session(cfg, one_shot=False, stop=self.stop)
+        feed = None
+        try:
+            feed = session.source.watch(self.events.put)
+            self._loop(session)
+        finally:
+            for part in (self.bundles, feed):
+                if part is not None:
+                    part.close()
+            self.bundles = None
+            session.close()
+
+    def _loop(self, session: Session) -> None:
+        cfg, source, syncer = self.cfg, session.source, session.syncer
+        _, cursor = source.changes_since(None)  # before the full pass: nothing falls in between
+        self.behind_since = self.behind_since or time.time()
+        first = syncer.full(progress=lambda done, total: self.notifier.beat())
+        self._account(first, full=True)
+        self.metrics.tasks.set(session.checkpoint.count())
+        if self.stop.is_set():
             return
-        db = checkpoint = syncer = listener = None
-        try:
-            db = connect(cfg.db)
-            state = cfg.state_path(store.url)
-            checkpoint = Checkpoint(state, store.url)
-            source = LabelStudioSource(db, batch_size=cfg.batch_size)
-            syncer = Syncer(source, store, checkpoint, self.options_from(cfg), stop=self.stop)
-            db_file = sqlite_path(db.url) if db.dialect == "sqlite" else None
-            if db_file is not None:
-                self.waker.close()
-                self.waker.watch_files([db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-journal")])
-            elif triggers.installed(db):
-                listener = triggers.Listener(cfg.db or default_db_url(), self._notified)
-                log.info("PostgreSQL triggers found: woken by LISTEN/NOTIFY")
-            self._loop(syncer, source, db_file, checkpoint, listener)
-        finally:
-            _close(syncer, checkpoint, listener, db, store)
-
-    def _sleep(self, seconds: float) -> None:
-        """Wait (interrupted by a signal), still pinging systemd's watchdog: an outage is not a hang."""
-        deadline = time.monotonic() + seconds
-        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.waker.wait(min(left, 1.0))
+        if cfg.bundles:
+            self.bundles = BundleWorker(cfg.bundles, lambda: open_bundle_parts(cfg, self.stop),
+                                        projects=cfg.projects, transfers=cfg.transfers,
+                                        changed=first.changed_projects, on_results=self._bundles_done)
+        self._became_ready()
+        next_reconcile = time.monotonic() + cfg.reconcile_interval
+        while not self.stop.is_set():
+            now = time.monotonic()
+            next_retry = min((when for when, _ in self.retry_at.values()), default=next_reconcile)
+            events = self._next_events(max(0.0, min(cfg.poll_interval, next_reconcile - now, next_retry - now)),
+                                       settle=COMMIT_SETTLE)
             self.notifier.beat()
+            if self.stop.is_set():
+                return
+            if self.reload.is_set():
+                raise Reload()
+            lost = next((e.lost for e in events if e.lost), None)
+            if lost:
+                raise SourceError(lost)
+            touched, cursor = source.changes_since(cursor)
+            for event in events:
+                touched |= event.task_ids
+            now = time.monotonic()
+            due_retry = {t for t, (when, _) in self.retry_at.items() if when <= now}
+            if touched and self.behind_since is None:
+                self.behind_since = time.time()
+            if touched or due_retry:
+                self._account(syncer.sync_tasks(touched | due_retry), retried=due_retry)
+            if now >= next_reconcile:
+                self._account(syncer.reconcile(), full=True)
+                self.metrics.tasks.set(session.checkpoint.count())  # a scan: not on every change
+                next_reconcile = time.monotonic() + cfg.reconcile_interval
+            self.health.set(True)
 
-    def _dir_session(self, store) -> None:
-        """A session on the ``dir://`` source: rescan on file events and polls (unchanged files
-        cost one stat each), sync what changed, and fully reconcile every ``reconcile_interval``."""
-        cfg = self.cfg
-        checkpoint = syncer = None
+    def _next_events(self, timeout: float, settle: float = 0.0) -> list[Wake]:
+        """The events that came within ``timeout`` (none: a poll tick). With ``settle``, after
+        the first one keep collecting until ``settle`` seconds pass quietly (at most
+        ``MAX_SETTLE``): Label Studio commits an annotation and, some 50 ms later, its task row."""
         try:
-            source = DirectorySource.from_url(cfg.db)
-            state = cfg.state_path(store.url)
-            checkpoint = Checkpoint(state, store.url)
-            syncer = Syncer(None, store, checkpoint, self.options_from(cfg), stop=self.stop)
-            self.waker.close()
-            self.waker.watch_directory(source.root)
-            store.check_writable()
-            self.behind_since = self.behind_since or time.time()
-            scan = source.scan()
-            self._account(syncer.sync_documents(scan.documents, scan.fingerprints, None, scan.unresolved == 0))
-            self._became_ready()
-            last_reconcile = time.monotonic()
-            reported: set[str] = set(scan.errors)
-            while not self.stop.is_set():
-                if self.reload.is_set():
-                    raise Reload()
-                self.waker.wait(cfg.poll_interval)
-                self.notifier.beat()
-                if self.stop.is_set():
-                    return
-                scan = source.scan()
-                for error in set(scan.errors) - reported:
-                    log.error("%s", error)
-                reported = set(scan.errors)
-                full = time.monotonic() - last_reconcile >= cfg.reconcile_interval
-                if full or scan.changed:
-                    if self.behind_since is None:
-                        self.behind_since = time.time()
-                    self._account(syncer.sync_documents(scan.documents, scan.fingerprints,
-                                                        None if full else scan.changed, scan.unresolved == 0))
-                    if full:
-                        last_reconcile = time.monotonic()
-                        self.metrics.tasks.set(checkpoint.count())
-                self.health.set(True)
-        finally:
-            _close(syncer, checkpoint, store)
+            events = [self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + MAX_SETTLE
+        while settle > 0 and (left := deadline - time.monotonic()) > 0:
+            try:
+                events.append(self.events.get(timeout=min(settle, left)))
+            except queue.Empty:
+                break
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+            except queue.Empty:
+                return events
 
     def _became_ready(self) -> None:
         self.health.set(True)
         if self.failing_since is not None:
             log.info("recovered after %.0fs", time.monotonic() - self.failing_since)
             self.failing_since = None
-        self.backoff = 1.0
+        self.backoff.reset()
         if not self._announced_ready:
             self._announced_ready = True
             self.notifier.ready()
         log.info("in step; watching for changes")
 
-    def _notified(self, task_id: int) -> None:
-        with self._notified_lock:
-            self._notified_ids.add(task_id)
-        self.waker.wake()
-
-    def _loop(self, syncer: Syncer, source: LabelStudioSource, db_file: Path | None,
-              checkpoint: Checkpoint, listener: triggers.Listener | None) -> None:
-        cfg = self.cfg
-        _, cursor = source.changes_since(None)  # before the full pass: nothing falls in between
-        self.behind_since = self.behind_since or time.time()
-        self._account(syncer.full(progress=lambda done, total: self.notifier.beat()))
-        self.metrics.tasks.set(checkpoint.count())
-        if self.stop.is_set():
-            return
-        if cfg.bundles:
-            self.bundles.debounce = cfg.bundles.debounce
-            # Projects without bundles yet (or whose last build was cut short) are due at once.
-            self._publish_bundles(syncer, source, force=True)
-        identity = _file_identity(db_file)
-        version = source.data_version()
-        last_reconcile = time.monotonic()
-        self._became_ready()
-        while not self.stop.is_set():
-            if self.reload.is_set():
-                raise Reload()
-            next_bundle = self.bundles.next_due(time.monotonic()) if cfg.bundles else None
-            self.waker.wait(cfg.poll_interval if next_bundle is None else min(cfg.poll_interval, next_bundle),
-                            settle=COMMIT_SETTLE)
-            self.notifier.beat()
-            if self.stop.is_set():
-                return
-            if cfg.bundles:
-                self._publish_bundles(syncer, source)
-            now = time.monotonic()
-            due_reconcile = now - last_reconcile >= cfg.reconcile_interval
-            due_retry = [t for t, (when, _) in self.retry_at.items() if when <= now]
-            if db_file is not None:
-                if _file_identity(db_file) != identity:
-                    raise SourceError(f"database file {db_file} was replaced or removed; reconnecting")
-                current = source.data_version()
-                if current == version and not due_retry and not due_reconcile:
-                    self.health.set(True)
-                    continue
-                version = current
-            if listener is not None and not listener.alive:
-                raise SourceError("the LISTEN connection to PostgreSQL was lost; reconnecting")
-            touched, cursor = source.changes_since(cursor)
-            with self._notified_lock:
-                touched |= self._notified_ids
-                self._notified_ids = set()
-            if touched and self.behind_since is None:
-                self.behind_since = time.time()
-            if touched or due_retry:
-                self._account(syncer.sync_tasks(touched | set(due_retry)), retried=set(due_retry))
-            if due_reconcile:
-                self._account(syncer.reconcile())
-                last_reconcile = time.monotonic()
-            if due_reconcile:  # a count of the checkpoint costs a scan: not on every change
-                self.metrics.tasks.set(checkpoint.count())
-            self.health.set(True)
-
-    def _publish_bundles(self, syncer: Syncer, source: LabelStudioSource, force: bool = False) -> None:
-        """Rebuild the bundles of projects whose changes have settled (``force``: of every project
-        that has no bundle yet, plus the pending ones, now)."""
-        cfg = self.cfg
-        now = time.monotonic()
-        due = set(self.bundles.due(float("inf") if force else now))
-        if not due and not force:
-            return
-        options = DocumentOptions(predictions=cfg.predictions)
-        results = publish_changed(source, syncer.store, cfg.bundles, options, due,
-                                  only=cfg.projects if force else due, transfers=cfg.transfers, stop=self.stop)
+    def _bundles_done(self, results: list[PublishedBundle]) -> None:
         failed = {b.project_id for b in results if b.status == "failed"}
         if failed:
             self.metrics.failures.labels("bundle").inc(len(failed))
-            self.bundles.mark_changed(failed, now)  # try again after the next debounce
         published = [b for b in results if b.status == "published"]
         if published:
             log.info("bundles published: %s", ", ".join(f"project {b.project_id} {b.format}" for b in published))
 
-    def _account(self, summary: Summary, retried: set[int] = frozenset()) -> None:
-        self.metrics.record(summary)
-        if self.cfg.bundles:
-            self.bundles.mark_changed(summary.changed_projects, time.monotonic())
+    def _account(self, summary: Summary, retried: set[int] = frozenset(), full: bool = False) -> None:
+        self.metrics.record(summary, full=full)
+        if self.bundles is not None:
+            self.bundles.changed(summary.changed_projects)
         now = time.monotonic()
         for task_id in retried - summary.failed_tasks:
             self.retry_at.pop(task_id, None)
         for task_id in summary.failed_tasks:
-            _, attempts = self.retry_at.get(task_id, (0.0, 0))
-            self.retry_at[task_id] = (now + min(300.0, 2.0 ** attempts), attempts + 1)
+            _, failures = self.retry_at.get(task_id, (0.0, 0))
+            self.retry_at[task_id] = (now + delay(failures + 1, base=2.0, cap=300.0), failures + 1)
         if summary.written or summary.deleted:
             log.info("synced: %d written, %d deleted, %d failed", summary.written, summary.deleted, summary.failed)
         if not summary.failed and not self.retry_at:
             self.behind_since = None
-            self.metrics.last_success.set(time.time())
-
-
-def _close(*parts) -> None:
-    """Close what a session opened, in order (the syncer first: it records acknowledged writes
-    in the checkpoint); a failure while closing one part does not keep the others open."""
-    for part in parts:
-        if part is None:
-            continue
-        try:
-            part.close()
-        except SyncdError as exc:
-            log.debug("while closing: %s", exc)
-
-
-def _file_identity(path: Path | None):
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    return (st.st_dev, st.st_ino)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -355,4 +280,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, SourceError) or isinstance(exc, driver_errors()):
         return "database"
     return "other"
-

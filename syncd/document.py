@@ -1,5 +1,10 @@
 """The task document: one labeled task as Label Studio's JSON export prints it.
 
+Label Studio's export shape is defined here, once, and every document is made here:
+``build_document`` from database rows (the Label Studio source), ``to_export_shape`` from the
+objects Label Studio writes to files (the directory source), ``label_studio_export`` for task
+documents handed to the JSON converter (bare prediction and user ids, as Label Studio's export).
+
 Fields come in the order Label Studio's export serializer gives them, so a document reads like
 the matching object in Label Studio's own export; the JSON values stored by Label Studio
 (``data``, ``meta``, ``result`` ...) keep their stored key order. The bytes are UTF-8 compact
@@ -16,10 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import BadTask
-from syncd.source import Project, TaskRows, User
+
+if TYPE_CHECKING:
+    from syncd.sources.base import Project
+    from syncd.sources.labelstudio.source import TaskRows, User
 
 # (export field, database column) in Label Studio 1.23's serializer order. A column that a
 # database of another Label Studio version lacks is left out; columns it has beyond these are
@@ -63,12 +71,24 @@ DOCUMENT_FORMAT = "1"
 DATA_UNDEFINED_NAME = "$undefined$"
 
 
+# Key order of a whole task and of an annotation in Label Studio 1.23's JSON export.
+TASK_ORDER = ["id", "annotations", "file_upload", "drafts", "predictions",
+              *(name for name, _ in TASK_FIELDS), "comment_authors"]
+ANNOTATION_ORDER = [name for name, _ in ANNOTATION_FIELDS]
+
+# Written only by Label Studio's per-annotation storage files (StorageAnnotationSerializer and
+# the task nested in it), never by its export.
+PER_ANNOTATION_ONLY = ("created_username", "created_ago", "state")
+NESTED_TASK_ONLY = ("is_labeled", "overlap", "precomputed_agreement")
+
+
 @dataclass(frozen=True)
 class TaskDocument:
     task_id: int
     project_id: int | None
     body: bytes
     sha256: str
+    fingerprint: str = ""  # of what the document was made from (rows, files): unchanged inputs, same document
 
 
 @dataclass(frozen=True)
@@ -104,15 +124,15 @@ def build_document(rows: TaskRows, project: Project | None, users: dict[int, Use
     data = doc.get("data")
     if isinstance(data, dict) and DATA_UNDEFINED_NAME in data and project and project.data_types:
         data[next(iter(project.data_types))] = data.pop(DATA_UNDEFINED_NAME)
-    return encode_document(task["id"], task.get("project_id"), doc)
+    return encode_document(task["id"], task.get("project_id"), doc, options.fingerprint(rows.fingerprint))
 
 
-def encode_document(task_id: int, project_id: int | None, doc: dict[str, Any]) -> TaskDocument:
+def encode_document(task_id: int, project_id: int | None, doc: dict[str, Any], fingerprint: str = "") -> TaskDocument:
     try:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except ValueError as exc:  # NaN/Infinity cannot be written as JSON
         raise BadTask(task_id, f"cannot be written as JSON ({exc})") from None
-    return TaskDocument(task_id, project_id, body, hashlib.sha256(body).hexdigest())
+    return TaskDocument(task_id, project_id, body, hashlib.sha256(body).hexdigest(), fingerprint)
 
 
 def _fields(row: dict[str, Any], spec: list[tuple[str, str]]) -> dict[str, Any]:
@@ -140,3 +160,99 @@ def _username(user: User | None) -> str:
     if user.last_name:
         name = f"{name} {user.last_name}"
     return name + (" " if name else "") + f"{user.email}, {user.id}"
+
+
+# ------------------------------------------------------------------ objects from Label Studio's files
+
+
+def to_export_shape(obj: Any) -> dict[str, Any]:
+    """One object of a Label Studio file as the task object of Label Studio's JSON export.
+
+    ``obj`` is a task (export or per-task storage file: ``completed_by`` expanded to a user,
+    ``drafts`` as ids) or an annotation with its task nested (per-annotation storage file).
+    ``completed_by`` becomes the user id, ``drafts`` draft ids, keys come in the export's order
+    (unknown keys after, as written) and annotations in id order. ``ValueError`` (a short
+    reason) if ``obj`` is neither a task nor an annotation."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a Label Studio task (a JSON {_kind(obj)}, not an object)")
+    if isinstance(obj.get("task"), dict) and "result" in obj:
+        task = dict(obj["task"])
+        annotation = {k: v for k, v in obj.items() if k not in PER_ANNOTATION_ONLY}
+        annotation["task"] = task.get("id")
+        for name in NESTED_TASK_ONLY:
+            task.pop(name, None)
+        if not isinstance(task.get("file_upload"), str):
+            task.pop("file_upload", None)  # the upload's id; the export gives its file name
+        nested = task.get("annotations")
+        task["annotations"] = [*(nested if isinstance(nested, list) else []), annotation]
+        obj = task
+    task_id = obj.get("id")
+    if not is_int(task_id):
+        raise ValueError("not a Label Studio task (no integer \"id\")")
+    annotations = obj.get("annotations", [])
+    if not isinstance(obj.get("data"), dict) and "annotations" not in obj:
+        raise ValueError(f"task {task_id}: not a Label Studio task (no \"data\" object)")
+    if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+        raise ValueError(f"task {task_id}: \"annotations\" is not a list of objects")
+    out: dict[str, Any] = dict(obj)
+    out["annotations"] = sorted((_annotation(a) for a in annotations), key=_annotation_sort_key)
+    drafts = out.get("drafts")
+    if isinstance(drafts, list):
+        out["drafts"] = [d["id"] if isinstance(d, dict) and is_int(d.get("id")) else d for d in drafts]
+    return _ordered(out, TASK_ORDER)
+
+
+def label_studio_export(task: dict) -> dict:
+    """A task document as Label Studio's JSON export prints it: bare prediction ids (syncd's
+    documents may hold full prediction objects) and user ids (storage files expand the users).
+    The task itself when nothing needs to change."""
+    preds = task.get("predictions")
+    changed = False
+    if isinstance(preds, list) and any(isinstance(p, dict) for p in preds):
+        preds = [p.get("id") if isinstance(p, dict) else p for p in preds]
+        changed = True
+    anns = task.get("annotations")
+    if isinstance(anns, list) and any(isinstance(a, dict) and isinstance(a.get("completed_by"), dict) for a in anns):
+        anns = [{**a, "completed_by": _user_id(a["completed_by"])}
+                if isinstance(a, dict) and isinstance(a.get("completed_by"), dict) else a for a in anns]
+        changed = True
+    if not changed:
+        return task
+    out = dict(task)
+    if "predictions" in task:
+        out["predictions"] = preds
+    if "annotations" in task:
+        out["annotations"] = anns
+    return out
+
+
+def _user_id(user: dict) -> Any:
+    return user["id"] if "id" in user else user
+
+
+def _annotation(ann: dict[str, Any]) -> dict[str, Any]:
+    out = dict(ann)
+    user = out.get("completed_by")
+    if isinstance(user, dict) and is_int(user.get("id")):
+        out["completed_by"] = user["id"]
+    return _ordered(out, ANNOTATION_ORDER)
+
+
+def _annotation_sort_key(ann: dict[str, Any]) -> tuple[int, int]:
+    ann_id = ann.get("id")
+    return (0, ann_id) if is_int(ann_id) else (1, 0)  # stable: id-less ones keep their order
+
+
+def _ordered(obj: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    out = {name: obj[name] for name in order if name in obj}
+    out.update((k, v) for k, v in obj.items() if k not in out)
+    return out
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")

@@ -17,6 +17,7 @@ from syncd.errors import ConfigError
 DEFAULT_TEMPLATE = "{task_id}.json"
 TEMPLATE_FIELDS = ("task_id", "project_id", "project_slug")
 MAX_KEY_BYTES = 1024  # S3, GCS and Azure all accept at least this much
+TMP_DIR = ".syncd-tmp"  # a local target's temporary files: no key may start with it
 
 
 class UnsafeKey(ValueError):

@@ -1,44 +1,12 @@
-"""Running store operations: a bounded pool of workers and per-object retries.
-
-Retries come in tiers (as rclone does): the SDK retries inside each call; here each object
-gets a few more tries with capped exponential backoff that honours Retry-After; an object that
-still fails is reported by key and never blocks the rest.
-"""
+"""Running store operations: a bounded pool of workers whose results come back in order of
+completion, in the caller's thread. Retries are the store's own (``syncd.retry``); an object
+that still fails is reported by key and never blocks the rest."""
 
 from __future__ import annotations
 
-import logging
-import random
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
-
-from syncd.errors import StoreError
-
-log = logging.getLogger("syncd")
-
-MAX_BACKOFF = 30.0
-
-
-def with_retries(op: Callable[[], Any], what: str, attempts: int = 4, base_delay: float = 0.5,
-                 stop: threading.Event | None = None) -> Any:
-    """Run ``op``; on a retryable ``StoreError`` wait and try again, up to ``attempts`` times."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return op()
-        except StoreError as exc:
-            if not exc.retryable or attempt == attempts or (stop is not None and stop.is_set()):
-                raise
-            delay = exc.retry_after if exc.retry_after is not None else base_delay * 2 ** (attempt - 1)
-            delay = min(MAX_BACKOFF, delay) * random.uniform(0.8, 1.2)
-            log.debug("%s: %s; retry %d/%d in %.1fs", what, exc, attempt, attempts - 1, delay)
-            if stop is not None:
-                stop.wait(delay)
-            else:
-                time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 class Transfers:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "labelstudio-1.23.2"
+FIXTURES = REPO / "tests" / "fixtures" / "labelstudio-1.23.2"  # Label Studio 1.23.2's own output
 EXAMPLE_DB = REPO / "examples" / "label_studio.sqlite3"
 PG_ADMIN_URL = os.environ.get("SYNCD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

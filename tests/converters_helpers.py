@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "labelstudio-1.23.2"
+from tests.conftest import FIXTURES
+
 EXPORTS = FIXTURES / "exports"
 PROJECTS = [
     "image-bbox", "image-polygon", "image-keypoints", "image-brush",
     "text-ner", "text-classification", "audio-asr",
 ]
 
-needs_fixtures = pytest.mark.skipif(
-    not EXPORTS.is_dir(), reason=f"Label Studio fixture set not found at {FIXTURES}"
-)
+# Skips (or fails, with SYNCD_REQUIRE_SERVICES=1) when the fixture set is missing.
+needs_fixtures = pytest.mark.usefixtures("fixtures_dir")
 
 
 def load_tasks(slug: str) -> list[dict]:
@@ -86,13 +86,8 @@ def read_png_gray8(path: Path) -> tuple[int, int, bytes]:
 
 
 def run(argv: list[str]) -> int:
-    """``syncd convert``/``formats`` through the converters' own argparse wiring."""
-    import argparse
+    """``syncd convert``/``formats``, in this process (as ``syncd.cli.main`` runs them)."""
+    from syncd.cli import build_parser
 
-    from converters import cli
-
-    parser = argparse.ArgumentParser(prog="syncd")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    cli.register(subparsers)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)

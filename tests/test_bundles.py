@@ -19,21 +19,22 @@ from pathlib import Path
 
 import pytest
 
-from syncd import bundles
-from syncd.bundles import (
+from syncd.bundles import build as bundles
+from syncd.bundles.build import (
     BUILD_ID,
-    BundleConfig,
-    BundleScheduler,
     build_and_publish,
+    check_formats,
     iter_project_tasks,
     missing_bundles,
-    parse_bundle_config,
     publish_project,
 )
-from syncd.database import connect
+from syncd.bundles.config import BundleConfig, parse_bundle_config
+from syncd.bundles.scheduler import BundleScheduler
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SourceError, StoreError
-from syncd.source import LabelStudioSource, Project
+from syncd.sources.base import Project
+from syncd.sources.labelstudio import LabelStudioSource
+from syncd.sources.labelstudio.database import connect
 from syncd.stores.local import LocalStore
 from tests.conftest import EXAMPLE_DB
 from tests.converters_helpers import EXPORTS, FIXTURES, PROJECTS, files_under, needs_fixtures
@@ -50,7 +51,8 @@ def source(tmp_path):
     shutil.copyfile(EXAMPLE_DB, db_path)
     db = connect(f"sqlite:///{db_path}")
     try:
-        yield LabelStudioSource(db, batch_size=3)  # small batches: streaming across batches
+        # small batches: streaming across batches; Label Studio's export shape, as bundles read it
+        yield LabelStudioSource(db, batch_size=3, options=DocumentOptions(predictions="ids"))
     finally:
         db.close()
 
@@ -106,6 +108,7 @@ class RecordingStore:
         self.url = inner.url
         self.fail_on = fail_on
         self.fatal = fatal
+        self.stop = None
         self.puts: list[str] = []
         self.deletes: list[str] = []
 
@@ -126,6 +129,9 @@ class RecordingStore:
     def head(self, key):
         return self.inner.head(key)
 
+    def get(self, key):
+        return self.inner.get(key)
+
     def check_writable(self):
         self.inner.check_writable()
 
@@ -141,7 +147,7 @@ def project_ids() -> dict[str, int]:
 def publish(source, store, project_id: int, clock, **config) -> list[bundles.PublishedBundle]:
     cfg = BundleConfig(**config)
     project = source.projects()[project_id]
-    return publish_project(source, store, project, cfg, DocumentOptions(), now=clock)
+    return publish_project(source, store, project, cfg, now=clock)
 
 
 def latest(target: Path, prefix: str) -> dict:
@@ -433,6 +439,11 @@ def test_missing_bundles(source, store, clock):
 # ------------------------------------------------------------------------------------ configuration
 
 
+def parse(raw):
+    """The ``bundles:`` section as a command reads it: parsed, then its formats checked."""
+    return check_formats(parse_bundle_config(raw, "config.yaml: bundles"), "config.yaml: bundles")
+
+
 @pytest.mark.parametrize("raw, expected", [
     (None, None),
     ([], None),
@@ -447,13 +458,13 @@ def test_missing_bundles(source, store, clock):
     ({"formats": ["CSV"], "keep": None, "debounce": "2.5"}, BundleConfig(formats=["CSV"], debounce=2.5)),
 ])
 def test_bundle_config_accepts(raw, expected):
-    assert parse_bundle_config(raw, "config.yaml: bundles") == expected
+    assert parse(raw) == expected
 
 
 @pytest.mark.parametrize("raw, message", [
     ({"formats": ["COCOO"]},
      "config.yaml: bundles.formats: unknown format 'COCOO'; did you mean 'COCO'? known: JSON, JSON_MIN, CSV"),
-    (["XLSX"], "config.yaml: bundles: unknown format 'XLSX'; known: JSON, JSON_MIN, CSV, TSV"),
+    (["XLSX"], "config.yaml: bundles.formats: unknown format 'XLSX'; known: JSON, JSON_MIN, CSV, TSV"),
     ({"keep": 2}, "config.yaml: bundles.formats: missing; list the formats to build"),
     ({"formats": "COCO", "kep": 2}, "config.yaml: bundles: unknown key 'kep'; did you mean 'keep'?"),
     ({"formats": {"COCO": 1}}, "config.yaml: bundles.formats: must be a list of formats"),
@@ -482,7 +493,7 @@ def test_bundle_config_accepts(raw, expected):
 ])
 def test_bundle_config_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError) as info:
-        parse_bundle_config(raw, "config.yaml: bundles")
+        parse(raw)
     text = str(info.value)
     assert message in text, text
     assert "\n" not in text

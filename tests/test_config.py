@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from syncd import config
-from syncd.database import default_db_url, sqlite_path
 from syncd.keys import UnsafeKey, check_key, render_key, slugify
+from syncd.sources.labelstudio.database import default_db_url, sqlite_path
 from tests.conftest import REPO, run_syncd
 
 

@@ -23,6 +23,7 @@ from .converters_helpers import (
     read_png_gray8,
     xml_tree,
 )
+from .converters_helpers import run as run_cli
 
 pytestmark = needs_fixtures
 
@@ -131,17 +132,18 @@ def test_json_equals_label_studio(slug, tmp_path):
 
 @pytest.mark.parametrize("slug", ["image-bbox", "text-ner", "image-brush"])
 def test_json_from_syncd_documents_equals_label_studio(slug, tmp_path):
-    """Storage documents (expanded completed_by, prediction objects) export like Label Studio's JSON."""
+    """``syncd convert`` of storage documents (expanded completed_by, prediction objects) to JSON
+    gives Label Studio's JSON export."""
     exported = {t["id"]: t for t in load_tasks(slug)}
-    docs = []
+    (tmp_path / "in").mkdir()
     for path in sorted((FIXTURES / "storage-export" / slug / "after-sync").glob("*.json"), key=lambda p: int(p.stem)):
         doc = json.loads(path.read_text(encoding="utf-8"))
         assert isinstance(doc["annotations"][0]["completed_by"], dict)
         doc["predictions"] = [{"id": pid, "result": [], "score": 0.5} for pid in doc["predictions"]]
-        docs.append(doc)
-    assert docs
-    run(slug, "JSON", tmp_path, tasks=docs)
-    ours = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+        (tmp_path / "in" / path.name).write_text(json.dumps(doc), encoding="utf-8")
+    assert run_cli(["convert", str(tmp_path / "in"), "--format", "JSON", "--out", str(tmp_path / "out")]) == 0
+    ours = json.loads((tmp_path / "out" / "result.json").read_text(encoding="utf-8"))
+    assert ours
     for task in ours:
         expected = dict(exported[task["id"]])
         # drafts: Label Studio's storage files hold draft ids where the export has draft objects

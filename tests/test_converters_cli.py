@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from converters import cli
+from converters import inputs
+from syncd.cli.convert import is_database_url
 
 from .converters_helpers import EXPORTS, files_under, needs_fixtures, run
 
@@ -92,17 +93,17 @@ def test_default_label_config_next_to_input(tmp_path):
 
 
 def test_iter_input_tasks_streams_large_arrays(tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_CHUNK", 7)  # force many refills, values split across chunks
+    monkeypatch.setattr(inputs, "_CHUNK", 7)  # force many refills, values split across chunks
     tasks = json.loads((EXPORTS / "text-classification" / "JSON.json").read_text(encoding="utf-8"))
     path = tmp_path / "in.json"
     path.write_text(json.dumps(tasks, indent=3, ensure_ascii=False), encoding="utf-8")
-    assert list(cli.iter_input_tasks(path)) == tasks
+    assert list(inputs.iter_input_tasks(path)) == tasks
     path.write_text("\n".join(json.dumps(t) for t in tasks), encoding="utf-8")  # JSON lines
-    assert list(cli.iter_input_tasks(path)) == tasks
+    assert list(inputs.iter_input_tasks(path)) == tasks
     path.write_text(" [ ] ", encoding="utf-8")
-    assert list(cli.iter_input_tasks(path)) == []
+    assert list(inputs.iter_input_tasks(path)) == []
     path.write_text('[1.5, 22]', encoding="utf-8")
-    assert list(cli.iter_input_tasks(path)) == [1.5, 22]
+    assert list(inputs.iter_input_tasks(path)) == [1.5, 22]
 
 
 def test_formats_lists_applicability(capsys):
@@ -128,7 +129,7 @@ def test_python_dash_m(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "converters", "formats", "--label-config",
+    proc = subprocess.run([sys.executable, "-m", "syncd", "formats", "--label-config",
                            str(EXPORTS / "text-ner" / "label_config.xml")], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and "CONLL2003       yes" in proc.stdout
 
@@ -205,11 +206,11 @@ def test_convert_database_errors_exit_2_with_one_line(case, message, tmp_path, c
 
 def test_is_database_url(tmp_path):
     (tmp_path / "dir.sqlite3").mkdir()
-    assert cli.is_database_url("sqlite:///x/label_studio.sqlite3")
-    assert cli.is_database_url("postgresql://u:p@h:5432/db")
-    assert cli.is_database_url("label_studio.sqlite3")
-    assert not cli.is_database_url("export.json")
-    assert not cli.is_database_url(str(tmp_path / "dir.sqlite3"))
+    assert is_database_url("sqlite:///x/label_studio.sqlite3")
+    assert is_database_url("postgresql://u:p@h:5432/db")
+    assert is_database_url("label_studio.sqlite3")
+    assert not is_database_url("export.json")
+    assert not is_database_url(str(tmp_path / "dir.sqlite3"))
 
 
 # ------------------------------------------------------------------ --download-images

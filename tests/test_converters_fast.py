@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import converters
-from converters import cli, coco, fastio, images, items, jsonstream, parallel, treebank
+from converters import coco, fastio, images, inputs, items, jsonstream, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
 
 from .converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
@@ -94,8 +94,8 @@ def test_array_reader_errors(text, message, json_backend):
 def test_array_reader_reports_bad_utf8(tmp_path, json_backend):
     path = tmp_path / "in.json"
     path.write_bytes(b'[{"id": 1, "data": {"text": "a"}}, {"id": 2, "data": {"text": "\xff"}}]')
-    with pytest.raises(cli.InputError, match="not UTF-8"):
-        list(cli.iter_input_tasks(path))
+    with pytest.raises(inputs.InputError, match="not UTF-8"):
+        list(inputs.iter_input_tasks(path))
 
 
 def test_long_integers_stay_exact(json_backend):
@@ -206,11 +206,11 @@ def test_every_format_is_the_same_without_orjson(slug, tmp_path, monkeypatch):
     for fmt, reason in converters.applicable(config).items():
         if reason is not None:
             continue
-        converters.get(fmt).convert(cli.iter_input_tasks(source), config, tmp_path / "a" / fmt)
+        converters.get(fmt).convert(inputs.iter_input_tasks(source), config, tmp_path / "a" / fmt)
         with monkeypatch.context() as m:
             m.setattr(jsonstream, "_orjson", None)
             m.setattr(fastio, "_orjson", None)
-            converters.get(fmt).convert(cli.iter_input_tasks(source), config, tmp_path / "b" / fmt)
+            converters.get(fmt).convert(inputs.iter_input_tasks(source), config, tmp_path / "b" / fmt)
         assert _outputs(tmp_path / "a" / fmt) == _outputs(tmp_path / "b" / fmt), fmt
 
 
@@ -223,7 +223,7 @@ def _convert_file(path: Path, fmt: str, cfg, out: Path, workers: int) -> list[tu
     warnings: list[tuple[object, str]] = []
     options = converters.ConvertOptions(warn=lambda task_id, message: warnings.append((task_id, message)),
                                         workers=workers)
-    tasks = cli.iter_input_tasks(path)
+    tasks = inputs.iter_input_tasks(path)
     assert isinstance(tasks, parallel.ArrayFile)
     if workers > 1:
         assert parallel.worker_count(tasks, options) == workers

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from syncd.database import connect
+from syncd.sources.labelstudio.database import connect
 from tests.conftest import exported_tasks, fixture_projects, run_syncd
 
 

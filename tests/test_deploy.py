@@ -31,8 +31,10 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 from syncd import config as config_mod
 from syncd import daemon as daemon_mod
 from syncd.cli import build_parser
-from syncd.database import default_db_url
-from syncd.ops import Health, Metrics, serve
+from syncd.ops.health import Health
+from syncd.ops.http import serve
+from syncd.ops.metrics import Metrics
+from syncd.sources.labelstudio.database import default_db_url
 from tests.conftest import EXAMPLE_DB, REPO, skip_or_fail
 from tests.daemon_helpers import RunningSyncd, free_port
 
@@ -293,7 +295,8 @@ def test_systemd_resync_command_runs_as_installed(tmp_path):
     documents = sorted((tmp_path / "out").glob("*.json"))
     assert documents and f"{len(documents)} written" in first.stdout
     metrics = (tmp_path / "syncd.prom").read_text()
-    assert "syncd_resync_success 1.0" in metrics and f"syncd_resync_objects_written {len(documents)}.0" in metrics
+    assert "syncd_last_run_success 1.0" in metrics
+    assert f"syncd_objects_written_total {len(documents)}.0" in metrics
 
     original = documents[0].read_bytes()
     documents[0].write_text("{}")
@@ -384,7 +387,7 @@ def test_kubernetes_sidecar_probes_reach_syncd_endpoints(rendered):
 
     # The probe paths answer as the kubelet expects, on syncd's own HTTP server.
     health, port = Health(), free_port()
-    server = serve(f"127.0.0.1:{port}", health, Metrics())
+    server = serve(f"127.0.0.1:{port}", health, Metrics(daemon=True))
 
     def status(path: str) -> int:
         try:
@@ -703,3 +706,36 @@ def test_deploy_readme_covers_each_way_and_names_real_files():
     for path in sorted(set(re.findall(r"\bdeploy/[\w./*-]*[\w*]", readme))):
         exists = any(REPO.glob(path)) or (REPO / (path + ".example")).exists()  # *.env: made from *.env.example
         assert exists, f"deploy/README.md names {path}, which does not exist"
+
+
+def test_metrics_are_one_vocabulary_served_by_prometheus_client(ls_db, tmp_path):
+    """The names ``--metrics-file`` writes are the names ``/metrics`` serves, and /metrics speaks
+    Prometheus' content negotiation (OpenMetrics on request) and gzip."""
+    import gzip
+
+    prom = tmp_path / "syncd.prom"
+    result = subprocess.run([sys.executable, "-m", "syncd", "resync", "--db", f"sqlite:///{ls_db}", "--target",
+                             str(tmp_path / "out"), "--state", str(tmp_path / "s.sqlite3"), "--metrics-file",
+                             str(prom)], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    file_names = {line.split()[2] for line in prom.read_text().splitlines() if line.startswith("# TYPE")}
+
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", Health(), Metrics(daemon=True))
+    try:
+        def get(headers: dict) -> tuple[dict, bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return dict(response.headers), response.read()
+
+        headers, body = get({})
+        assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        served = {line.split()[2] for line in body.decode().splitlines() if line.startswith("# TYPE")}
+        headers, body = get({"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        headers, body = get({"Accept-Encoding": "gzip"})
+        assert headers.get("Content-Encoding") == "gzip" and b"syncd_ready" in gzip.decompress(body)
+    finally:
+        server.shutdown()
+    assert file_names and file_names <= served
+    assert served - file_names == {"syncd_seconds_behind", "syncd_queue_depth", "syncd_ready"}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from syncd import dir_source
-from syncd.dir_source import DirectorySource, DirScan, to_export_shape
-from syncd.document import encode_document
+from syncd.document import encode_document, to_export_shape
 from syncd.errors import ConfigError, SourceError
+from syncd.sources import directory as dir_source
+from syncd.sources.directory import DirectorySource, DirScan
 from tests.conftest import FIXTURES, exported_tasks, fixture_projects
 
 SLUGS = fixture_projects(FIXTURES) if FIXTURES.is_dir() else ["fixture-set-missing"]

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
-from syncd.database import connect, format_timestamp
-from syncd.document import DocumentOptions, build_document
+from syncd.document import DocumentOptions
 from syncd.errors import BadTask
-from syncd.source import LabelStudioSource
+from syncd.sources.labelstudio import LabelStudioSource
+from syncd.sources.labelstudio.database import connect, format_timestamp
 from tests.conftest import exported_tasks, fixture_projects
 
 
 def documents(db_url: str, predictions: str = "ids") -> dict[int, bytes]:
-    db = connect(db_url)
+    # small batches: exercise the batching
+    source = LabelStudioSource(connect(db_url), batch_size=7, options=DocumentOptions(predictions=predictions))
     try:
-        source = LabelStudioSource(db, batch_size=7)  # small batches: exercise the batching
-        projects, users = source.projects(), source.users()
-        return {rows.id: build_document(rows, projects.get(rows.project_id), users,
-                                        DocumentOptions(predictions=predictions)).body
-                for rows in source.iter_labeled()}
+        return {doc.task_id: doc.body for doc in source.documents()}
     finally:
-        db.close()
+        source.close()
 
 
 def test_sqlite_documents_equal_label_studio_export(fixtures_dir, ls_db):
@@ -103,11 +99,9 @@ def test_invalid_stored_json_is_a_bad_task_naming_it(ls_db):
     with sqlite3.connect(ls_db) as conn:
         conn.execute("PRAGMA ignore_check_constraints = ON")
         conn.execute("UPDATE task_completion SET result = '[{broken' WHERE id = 7")
-    db = connect(f"sqlite:///{ls_db}")
-    source = LabelStudioSource(db)
-    rows = {r.id: r for r in source.iter_labeled()}
-    with pytest.raises(BadTask, match=r"task 7: task_completion.result of row 7 is not valid JSON"):
-        build_document(rows[7], None, {}, DocumentOptions())
-    # the other tasks are still fine
-    build_document(rows[8], None, {}, DocumentOptions())
-    db.close()
+    source = LabelStudioSource(connect(f"sqlite:///{ls_db}"))
+    docs = {doc.task_id: doc for doc in source.documents([7, 8])}
+    source.close()
+    assert isinstance(docs[7], BadTask)
+    assert re.match(r"task 7: task_completion.result of row 7 is not valid JSON", str(docs[7]))
+    assert not isinstance(docs[8], BadTask)  # the other tasks are still fine

@@ -9,6 +9,7 @@ import zlib
 import pytest
 
 from converters.images import ImageFetcher
+from syncd.stores.fetch import CloudReader
 from tests.converters_helpers import run
 from tests.servers import apply_env, get_service, s3_service_fixture  # noqa: F401  (pytest fixture)
 
@@ -78,11 +79,12 @@ def test_one_store_per_bucket_and_errors_are_one_line(tmp_path, s3_bucket):
     service, bucket = s3_bucket
     service.put_foreign(bucket, "a.png", png(2, 3))
     service.put_foreign(bucket, "b.png", png(4, 5))
-    with ImageFetcher(tmp_path / "images", workers=2) as fetcher:
+    reader = CloudReader()
+    with ImageFetcher(tmp_path / "images", workers=2, read_cloud=reader) as fetcher:
         a = fetcher.fetch(f"s3://{bucket}/a.png").result()
         b = fetcher.fetch(f"s3://{bucket}/b.png").result()
         assert (a.width, a.height, b.width, b.height) == (2, 3, 4, 5)
-        assert list(fetcher._stores) == [f"s3://{bucket}"]
+        assert list(reader._stores) == [f"s3://{bucket}"]
         with pytest.raises(Exception) as missing_bucket:
             fetcher.fetch("s3://no-such-bucket-syncd/x.png").result()
         assert "no-such-bucket-syncd" in str(missing_bucket.value) and "\n" not in str(missing_bucket.value)
@@ -93,7 +95,13 @@ def test_one_store_per_bucket_and_errors_are_one_line(tmp_path, s3_bucket):
 def test_azure_blob_uri_without_credentials_fails_with_a_warning(tmp_path, monkeypatch):
     pytest.importorskip("azure.storage.blob")
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
-    with ImageFetcher(tmp_path / "images", workers=1) as fetcher:
+    with ImageFetcher(tmp_path / "images", workers=1, read_cloud=CloudReader()) as fetcher:
         with pytest.raises(Exception) as err:
             fetcher.fetch("azure-blob://container/img.png").result()
     assert "azure://container" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_without_a_cloud_reader_cloud_images_fail_with_a_reason(tmp_path):
+    with ImageFetcher(tmp_path / "images", workers=1) as fetcher:  # converters alone: no storage adapters
+        with pytest.raises(Exception, match="need a reader of cloud storage"):
+            fetcher.fetch("s3://bucket/img.png").result()

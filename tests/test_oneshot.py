@@ -17,15 +17,18 @@ def test_metrics_file_for_the_textfile_collector(ls_db, tmp_path):
     assert result.returncode == 0, result.stderr
     values = {line.split()[0]: float(line.split()[1]) for line in prom.read_text().splitlines()
               if line and not line.startswith("#")}
-    assert values["syncd_resync_success"] == 1
-    assert values["syncd_resync_objects_written"] == 38
-    assert values["syncd_resync_failures"] == 0
+    assert values["syncd_last_run_success"] == 1
+    assert values["syncd_objects_written_total"] == 38
+    assert values["syncd_tasks_tracked"] == 38
+    assert not any(name.startswith("syncd_failures_total") for name in values)
+    assert "syncd_ready" not in values  # a daemon's gauge: a one-shot run has no such state
     assert not list(tmp_path.glob("*.prom.*")), "temporary file left behind"
 
     failed = run_syncd("resync", "--db", f"sqlite:///{tmp_path}/missing.sqlite3", "--target", str(tmp_path / "out"),
                        "--state", str(tmp_path / "s.sqlite3"), "--metrics-file", str(prom))
     assert failed.returncode == 2
-    assert "syncd_resync_success 0.0" in prom.read_text()
+    text = prom.read_text()
+    assert "syncd_last_run_success 0.0" in text and 'syncd_failures_total{reason="database"} 1.0' in text
 
 
 def test_json_logs_and_no_terminal_noise(ls_db, tmp_path):

@@ -7,6 +7,7 @@ imported only when their scheme is used, so a local-only install needs none of t
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,11 +31,12 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
-def open_store(url: str, options: Mapping[str, Any] | None = None, *, transfers: int = 8) -> Store:
+def open_store(url: str, options: Mapping[str, Any] | None = None, *, transfers: int = 8,
+               stop: threading.Event | None = None) -> Store:
     """Open the storage adapter for ``url`` with backend ``options`` from the config.
 
     ``transfers`` is how many puts/deletes the caller runs at once; adapters size their HTTP
-    connection pools to it."""
+    connection pools to it. ``stop``, once set, ends every wait for a retry."""
     scheme = scheme_of(url)
     if scheme not in _BACKENDS:
         known = ", ".join(f"{s}://" for s in _BACKENDS)
@@ -48,7 +50,15 @@ def open_store(url: str, options: Mapping[str, Any] | None = None, *, transfers:
         raise ConfigError(f"target {url!r} needs a package that is not installed ({exc.name}); "
                           f"run: {hint}") from None
     opener: Callable[..., Store] = getattr(module, class_name).from_url
-    return opener(url, dict(options or {}), transfers=transfers)
+    store = opener(url, dict(options or {}), transfers=transfers)
+    store.stop = stop
+    return store
 
 
-__all__ = ["ObjectInfo", "Store", "open_store", "scheme_of"]
+def backends() -> dict[str, type]:
+    """Every registered adapter class by scheme (imports each SDK: for tests and docs)."""
+    return {scheme: getattr(importlib.import_module(module), name)
+            for scheme, (module, name, _) in _BACKENDS.items()}
+
+
+__all__ = ["ObjectInfo", "Store", "backends", "open_store", "scheme_of"]

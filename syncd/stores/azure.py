@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,8 +36,14 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettin
 from urllib3.util.retry import Retry as Urllib3Retry
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
+from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.cloud import (
+    DEFAULT_MAX_ATTEMPTS,
+    PROBE_DATA,
+    PROBE_SHA256,
+    PerProcess,
+    probe_round_trip,
+)
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import retry_after as _retry_after
@@ -58,7 +64,7 @@ _NO_CONTAINER = {"ContainerNotFound", "ContainerBeingDeleted", "ContainerDisable
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
-class AzureStore:
+class AzureStore(RetryingStore):
     """One container and blob-name prefix in an Azure storage account."""
 
     def __init__(self, url: str, container: str, prefix: str, *, connection_string: str | None = None,
@@ -144,8 +150,7 @@ class AzureStore:
         kwargs: dict[str, Any] = {
             "transport": RequestsTransport(session=session, session_owner=True, connection_timeout=10,
                                            read_timeout=60),
-            "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, random_jitter_range=1,
-                                             retry_total=self._max_attempts - 1),
+            "retry_policy": ExponentialRetry(retry_total=0),  # RetryingStore.call retries, once
             "max_single_put_size": 256 * 1024 * 1024,  # one Put Blob per document, never staged blocks
         }
         try:
@@ -172,57 +177,43 @@ class AzureStore:
                               f"({type(exc).__name__}); check it") from None
         return service.get_container_client(self.container)
 
-    # -- the Store interface ---------------------------------------------------------------------
+    # -- the Store interface: every request once (the SDK's retry policy allows none), retried by
+    #    RetryingStore.call ------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
-        try:
-            self._client().upload_blob(self.prefix + key, data, overwrite=True, metadata={"sha256": sha256},
-                                       content_settings=ContentSettings(content_type="application/json"),
-                                       max_concurrency=1)
-        except Exception as exc:
-            raise self._error("write", key, exc) from None
+        self.call("write", key, lambda: self._client().upload_blob(
+            self.prefix + key, data, overwrite=True, metadata={"sha256": sha256},
+            content_settings=ContentSettings(content_type="application/json"), max_concurrency=1))
 
     def delete(self, key: str) -> None:
-        try:
-            self._client().delete_blob(self.prefix + key)
-        except ResourceNotFoundError as exc:
-            if exc.error_code in _NO_CONTAINER:
-                raise self._error("delete", key, exc) from None
-        except Exception as exc:
-            raise self._error("delete", key, exc) from None
+        self.call("delete", key, lambda: _unless_missing(lambda: self._client().delete_blob(self.prefix + key)))
 
     def head(self, key: str) -> ObjectInfo | None:
-        try:
-            props = self._client().get_blob_client(self.prefix + key).get_blob_properties()
-        except ResourceNotFoundError as exc:
-            if exc.error_code in _NO_CONTAINER:
-                raise self._error("read", key, exc) from None
-            return None
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
-        return _info(key, props)
+        props = self.call("read", key, lambda: _unless_missing(
+            lambda: self._client().get_blob_client(self.prefix + key).get_blob_properties()))
+        return None if props is None else _info(key, props)
 
     def get(self, key: str) -> bytes | None:
-        try:
-            return self._client().download_blob(self.prefix + key, max_concurrency=1).readall()
-        except ResourceNotFoundError as exc:
-            if exc.error_code in _NO_CONTAINER:
-                raise self._error("read", key, exc) from None
-            return None
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
+        return self.call("read", key, lambda: _unless_missing(
+            lambda: self._client().download_blob(self.prefix + key, max_concurrency=1).readall()))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        try:
-            # ItemPaged: one request per page of blobs, made as the caller reaches it.
-            for props in self._client().list_blobs(name_starts_with=self.prefix + prefix,
-                                                   include=["metadata"], results_per_page=PAGE_SIZE):
+        token: str | None = None
+        while True:
+            def page(token: str | None = token) -> tuple[list[Any], str | None]:
+                pages = self._client().list_blobs(name_starts_with=self.prefix + prefix, include=["metadata"],
+                                                  results_per_page=PAGE_SIZE).by_page(continuation_token=token)
+                items = list(next(pages, ()))  # one request
+                return items, pages.continuation_token
+
+            items, token = self.call("list", prefix, page, listing=True)
+            for props in items:
                 key = props.name[len(self.prefix):]
                 metadata = props.metadata or {}
                 if _is_object_key(key) and metadata.get("hdi_isfolder") != "true":  # ADLS Gen2 folders
                     yield _info(key, props)
-        except Exception as exc:
-            raise self._error("list", prefix, exc, listing=True) from None
+            if not token:
+                return
 
     def check_writable(self) -> None:
         probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
@@ -289,14 +280,16 @@ class AzureStore:
         return StoreError(f"{what}: {type(exc).__name__}")
 
 
+def _unless_missing(request: Callable[[], Any]) -> Any:
+    """The request's answer, or None when the blob does not exist (a missing container raises)."""
+    try:
+        return request()
+    except ResourceNotFoundError as exc:
+        if exc.error_code in _NO_CONTAINER:
+            raise
+        return None
+
+
 def _info(key: str, props: Any) -> ObjectInfo:
     sha = str((props.metadata or {}).get("sha256", "")).lower()
     return ObjectInfo(key=key, size=int(props.size or 0), sha256=sha if _SHA256.fullmatch(sha) else None)
-
-
-
-
-
-
-
-

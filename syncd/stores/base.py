@@ -7,9 +7,15 @@ layer over its SDK and one conformance suite can test them all alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from syncd import retry
+from syncd.errors import StoreError
+
+DEFAULT_MAX_ATTEMPTS = 5  # tries of one request in all (the option max_attempts of each backend)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Store(Protocol):
     """A storage target. Keys are '/'-separated and relative to the target's prefix."""
 
     url: str
+    stop: threading.Event | None  # once set, waits for a retry end at once
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
         """Write ``data`` at ``key`` atomically (readers see the old or the new object, never
@@ -55,3 +62,30 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class RetryingStore:
+    """How an adapter runs each request: through ``call``, which maps the backend's exception to
+    a ``StoreError`` (``_error``) and retries the retryable ones up to ``max_attempts`` tries in
+    all (``syncd.retry``; the cloud SDKs' own retries are turned off, so this is the only tier).
+    ``stop`` (set by the caller) ends a wait for a retry."""
+
+    _max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    stop: threading.Event | None = None
+
+    def call(self, action: str, key: str, request: Callable[[], Any], *, listing: bool = False) -> Any:
+        def once() -> Any:
+            try:
+                return request()
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every SDK error becomes one classified StoreError
+                raise self._error(action, key, exc, listing=listing) from None
+
+        return retry.call(once, f"{action} {self._where(key)}", self._max_attempts, self.stop)
+
+    def _where(self, key: str) -> str:
+        raise NotImplementedError
+
+    def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
+        raise NotImplementedError

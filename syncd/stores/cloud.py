@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.errors import ConfigError, StoreError
+from syncd.stores.base import DEFAULT_MAX_ATTEMPTS
 
 # check_writable writes and removes an object with this name prefix; listings skip leftovers.
 PROBE_MARKER = ".syncd-write-check-"
 PROBE_DATA = b"{}"
 PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
-DEFAULT_MAX_ATTEMPTS = 5
 
 
 def split_url(url: str, scheme: str, noun: str = "bucket") -> tuple[str, str]:

@@ -22,15 +22,20 @@ import google.auth.exceptions
 import requests
 import requests.adapters
 from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 from google.cloud.storage.retry import _should_retry  # the library's own rule: 408/429/5xx, network
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
+from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.cloud import (
+    DEFAULT_MAX_ATTEMPTS,
+    PROBE_DATA,
+    PROBE_SHA256,
+    PerProcess,
+    probe_round_trip,
+)
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -44,7 +49,7 @@ SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class GCSStore:
+class GCSStore(RetryingStore):
     """One bucket and object-name prefix on Google Cloud Storage."""
 
     def __init__(self, url: str, bucket: str, prefix: str, *, project: str | None = None,
@@ -98,69 +103,62 @@ class GCSStore:
             client._bucket_metadata_cache = None
         return client
 
-    def _retry(self) -> Retry | None:
-        """The library's retry rule, for at most ``max_attempts`` tries of one request."""
-        if self._max_attempts <= 1:
-            return None
-        return Retry(predicate=_Attempts(self._max_attempts), initial=1.0, maximum=20.0, multiplier=2.0,
-                     timeout=None)
+    # -- the Store interface: every request once, with the library's own retries off (retry=None),
+    #    retried by RetryingStore.call -------------------------------------------------------------------
 
-    # -- the Store interface ---------------------------------------------------------------------
+    def _bucket(self) -> storage.Bucket:
+        return self._client().bucket(self.bucket)
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
-        try:
-            blob = self._client().bucket(self.bucket).blob(self.prefix + key)
+        def request() -> None:
+            blob = self._bucket().blob(self.prefix + key)
             blob.metadata = {"sha256": sha256}
-            blob.upload_from_string(data, content_type="application/json", timeout=TIMEOUT,
-                                    retry=self._retry())
-        except Exception as exc:
-            raise self._error("write", key, exc) from None
+            blob.upload_from_string(data, content_type="application/json", timeout=TIMEOUT, retry=None)
+
+        self.call("write", key, request)
 
     def delete(self, key: str) -> None:
-        try:
-            self._client().bucket(self.bucket).delete_blob(self.prefix + key, timeout=TIMEOUT,
-                                                           retry=self._retry())
-        except api_exceptions.NotFound as exc:
-            if _is_missing_bucket(exc):
-                raise self._error("delete", key, exc) from None
-        except Exception as exc:
-            raise self._error("delete", key, exc) from None
+        def request() -> None:
+            try:
+                self._bucket().delete_blob(self.prefix + key, timeout=TIMEOUT, retry=None)
+            except api_exceptions.NotFound as exc:
+                if _is_missing_bucket(exc):
+                    raise
+
+        self.call("delete", key, request)
 
     def head(self, key: str) -> ObjectInfo | None:
-        try:
-            blob = self._client().bucket(self.bucket).get_blob(self.prefix + key, timeout=TIMEOUT,
-                                                               retry=self._retry())
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
+        blob = self.call("read", key, lambda: self._bucket().get_blob(self.prefix + key, timeout=TIMEOUT, retry=None))
         return None if blob is None else self._info(key, blob)
 
     def get(self, key: str) -> bytes | None:
-        try:
-            blob = self._client().bucket(self.bucket).blob(self.prefix + key)
-            return blob.download_as_bytes(timeout=TIMEOUT, retry=self._retry())
-        except api_exceptions.NotFound as exc:
-            if _is_missing_bucket(exc):
-                raise self._error("read", key, exc) from None
-            return None
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
+        def request() -> bytes | None:
+            try:
+                return self._bucket().blob(self.prefix + key).download_as_bytes(timeout=TIMEOUT, retry=None)
+            except api_exceptions.NotFound as exc:
+                if _is_missing_bucket(exc):
+                    raise
+                return None
+
+        return self.call("read", key, request)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        attempts = _Attempts(self._max_attempts)
-        retry = None if self._max_attempts <= 1 else Retry(predicate=attempts, initial=1.0, maximum=20.0,
-                                                           multiplier=2.0, timeout=None)
-        try:
-            blobs = self._client().list_blobs(self.bucket, prefix=self.prefix + prefix, page_size=PAGE_SIZE,
-                                              fields="items(name,size,metadata),nextPageToken",
-                                              timeout=TIMEOUT, retry=retry)
-            for page in blobs.pages:  # one request per page, made as the caller reaches it
-                attempts.reset()
-                for blob in page:
-                    key = blob.name[len(self.prefix):]
-                    if _is_object_key(key):
-                        yield self._info(key, blob)
-        except Exception as exc:
-            raise self._error("list", prefix, exc, listing=True) from None
+        token: str | None = None
+        while True:
+            def page(token: str | None = token) -> tuple[list[Any], str | None]:
+                blobs = self._client().list_blobs(self.bucket, prefix=self.prefix + prefix, page_size=PAGE_SIZE,
+                                                  page_token=token, timeout=TIMEOUT, retry=None,
+                                                  fields="items(name,size,metadata),nextPageToken")
+                items = list(next(blobs.pages, ()))  # one request
+                return items, blobs.next_page_token
+
+            items, token = self.call("list", prefix, page, listing=True)
+            for blob in items:
+                key = blob.name[len(self.prefix):]
+                if _is_object_key(key):
+                    yield self._info(key, blob)
+            if not token:
+                return
 
     def check_writable(self) -> None:
         probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
@@ -235,34 +233,7 @@ class GCSStore:
         return StoreError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))[:200]}")
 
 
-class _Attempts:
-    """A retry predicate that allows ``max_attempts`` tries in all of what the library rule retries."""
-
-    def __init__(self, max_attempts: int):
-        self.max_attempts = max_attempts
-        self.reset()
-
-    def reset(self) -> None:
-        self.left = self.max_attempts - 1
-
-    def __call__(self, exc: Exception) -> bool:
-        if not _should_retry(exc) or self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-
 def _is_missing_bucket(exc: Exception) -> bool:
     # GCS answers 404 both for a missing object ("No such object: BUCKET/NAME") and a missing
     # bucket; only the message tells them apart.
     return "specified bucket does not exist" in str(getattr(exc, "message", "") or "").lower()
-
-
-
-
-
-
-
-
-
-

@@ -19,9 +19,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo
-
-TMP_DIR = ".syncd-tmp"
+from syncd.keys import TMP_DIR
+from syncd.stores.base import ObjectInfo, RetryingStore
 
 
 def _path_from_url(url: str) -> Path:
@@ -33,8 +32,10 @@ def _path_from_url(url: str) -> Path:
     return Path(unquote(parsed.path)).absolute()
 
 
-class LocalStore:
+class LocalStore(RetryingStore):
     """A directory on a local (or mounted) filesystem."""
+
+    _max_attempts = 3  # EAGAIN, EINTR, EBUSY: a busy network filesystem
 
     def __init__(self, root: Path):
         self.root = root
@@ -50,10 +51,15 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
-    def _fail(self, action: str, key: str, exc: OSError) -> StoreError:
-        fatal = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
-        return StoreError(f"{action} {self._path(key)}: {exc.strerror or exc}", fatal=fatal,
-                          retryable=exc.errno in (errno.EAGAIN, errno.EINTR, errno.EBUSY))
+    def _where(self, key: str) -> str:
+        return str(self._path(key))
+
+    def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
+        errno_ = getattr(exc, "errno", None)
+        fatal = errno_ in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+        reason = getattr(exc, "strerror", None) or exc
+        return StoreError(f"cannot {action} {self._path(key)}: {reason}", fatal=fatal,
+                          retryable=errno_ in (errno.EAGAIN, errno.EINTR, errno.EBUSY))
 
     def check_writable(self) -> None:
         try:
@@ -78,6 +84,9 @@ class LocalStore:
     def put(self, key: str, data: bytes, sha256: str) -> None:
         if key.split("/", 1)[0] == TMP_DIR:
             raise StoreError(f"key {key!r} is reserved for syncd's temporary files")
+        self.call("write", key, lambda: self._put(key, data))
+
+    def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.tmp"
         try:
@@ -92,23 +101,25 @@ class LocalStore:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
+        except OSError:
             try:
                 tmp.unlink()
             except OSError:
                 pass
-            raise self._fail("cannot write", key, exc) from None
+            raise
+        _fsync_dir(path.parent)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise self._fail("cannot delete", key, exc) from None
-        _fsync_dir(path.parent)
+
+        def request() -> None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return
+            _fsync_dir(path.parent)
+
+        self.call("delete", key, request)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
@@ -127,12 +138,13 @@ class LocalStore:
                         yield info
 
     def get(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise self._fail("cannot read", key, exc) from None
+        def request() -> bytes | None:
+            try:
+                return self._path(key).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+
+        return self.call("read", key, request)
 
     def head(self, key: str) -> ObjectInfo | None:
         data = self.get(key)

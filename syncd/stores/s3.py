@@ -20,11 +20,18 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
+import urllib3
 from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo
-from syncd.stores.cloud import DEFAULT_MAX_ATTEMPTS, PROBE_DATA, PROBE_SHA256, PerProcess, probe_round_trip
+from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.cloud import (
+    DEFAULT_MAX_ATTEMPTS,
+    PROBE_DATA,
+    PROBE_SHA256,
+    PerProcess,
+    probe_round_trip,
+)
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
 from syncd.stores.cloud import one_line as _one_line
@@ -57,8 +64,13 @@ _NO_CREDENTIALS = (botocore.exceptions.NoCredentialsError, botocore.exceptions.P
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class S3Store:
-    """One bucket and key prefix on S3 or an S3-compatible service."""
+class S3Store(RetryingStore):
+    """One bucket and key prefix on S3 or an S3-compatible service.
+
+    ``lean_put``: upload through ``SignedPut`` once ``check_writable`` learned its request (the
+    default); False keeps every upload on boto3's ``put_object``."""
+
+    lean_put = True
 
     def __init__(self, url: str, bucket: str, prefix: str, *, endpoint_url: str | None = None,
                  region: str | None = None, addressing_style: str = "auto", profile: str | None = None,
@@ -130,7 +142,7 @@ class S3Store:
                               "or credentials file; fix the s3 option 'profile' or AWS_PROFILE") from None
         config = Config(
             max_pool_connections=max(self.transfers, 10),
-            retries={"mode": "standard", "total_max_attempts": self._max_attempts},
+            retries={"mode": "standard", "total_max_attempts": 1},  # RetryingStore.call retries, once
             s3={"addressing_style": self._addressing_style},
             connect_timeout=10,
             read_timeout=60,
@@ -146,22 +158,18 @@ class S3Store:
     # -- the Store interface ---------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
+        self.call("write", key, lambda: self._put(key, data, sha256))
+
+    def _put(self, key: str, data: bytes, sha256: str) -> None:
         fast = self._signed_put
         if fast is not None:
-            try:
-                failed = fast.put(self.prefix + key, data, sha256)
-            except StoreError as exc:
-                raise StoreError(f"cannot write {self._where(key)}: {exc}", retryable=True) from None
+            failed = fast.put(self.prefix + key, data, sha256)
             if failed is None:
                 return
             if failed.status not in (400, 501):
                 raise self._error("write", key, _client_error(failed))
-        try:
-            self._client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
-                                      ContentType="application/json", Metadata={"sha256": sha256},
-                                      **self._put_args)
-        except Exception as exc:
-            raise self._error("write", key, exc) from None
+        self._client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
+                                  ContentType="application/json", Metadata={"sha256": sha256}, **self._put_args)
         if fast is not None:
             # boto3 stored what the lean path could not: this store wants boto3's requests.
             log.info("S3 target %s: using boto3 for every upload", self.url)
@@ -180,7 +188,7 @@ class S3Store:
             self.put(key, PROBE_DATA, PROBE_SHA256)
         finally:
             client.meta.events.unregister("before-send.s3.PutObject", capture)
-        if "request" in seen and self.transfers > 1:
+        if "request" in seen and self.transfers > 1 and self.lean_put:
             headers = {"Content-Type": "application/json"}
             for name, header in (("ServerSideEncryption", "x-amz-server-side-encryption"),
                                  ("SSEKMSKeyId", "x-amz-server-side-encryption-aws-kms-key-id"),
@@ -188,33 +196,33 @@ class S3Store:
                 if name in self._put_args:
                     headers[header] = self._put_args[name]
             self._signed_put = SignedPut.learn(seen["request"], self.prefix + key, self._credentials,
-                                               headers, self.transfers, self._max_attempts)
+                                               headers, self.transfers)
 
     def delete(self, key: str) -> None:
-        try:
-            self._client().delete_object(Bucket=self.bucket, Key=self.prefix + key)
-        except Exception as exc:
-            if _status(exc) == 404 and _code(exc) != "NoSuchBucket":
-                return  # some S3-compatible services answer 404 instead of 204
-            raise self._error("delete", key, exc) from None
+        def request() -> None:
+            try:
+                self._client().delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            except botocore.exceptions.ClientError as exc:
+                if _status(exc) != 404 or _code(exc) == "NoSuchBucket":
+                    raise  # (some S3-compatible services answer 404 instead of 204)
+
+        self.call("delete", key, request)
 
     def head(self, key: str) -> ObjectInfo | None:
-        try:
-            return self._head(key)
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
+        return self.call("read", key, lambda: self._head(key))
 
     def get(self, key: str) -> bytes | None:
-        try:
-            resp = self._client().get_object(Bucket=self.bucket, Key=self.prefix + key)
+        def request() -> bytes | None:
+            try:
+                resp = self._client().get_object(Bucket=self.bucket, Key=self.prefix + key)
+            except botocore.exceptions.ClientError as exc:
+                if _status(exc) == 404 and _code(exc) != "NoSuchBucket":
+                    return None
+                raise
             with resp["Body"] as body:
                 return body.read()
-        except botocore.exceptions.ClientError as exc:
-            if _status(exc) == 404 and _code(exc) != "NoSuchBucket":
-                return None
-            raise self._error("read", key, exc) from None
-        except Exception as exc:
-            raise self._error("read", key, exc) from None
+
+        return self.call("read", key, request)
 
     def _head(self, key: str) -> ObjectInfo | None:
         try:
@@ -228,21 +236,21 @@ class S3Store:
                           sha256=sha if _SHA256.fullmatch(sha) else None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        paginator = self._client().get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix,
-                                   PaginationConfig={"PageSize": PAGE_SIZE})
-        try:
-            with ThreadPoolExecutor(max_workers=min(self.transfers, HEAD_BATCH),
-                                    thread_name_prefix="syncd-s3-head") as pool:
-                for page in pages:
-                    keys = [obj["Key"][len(self.prefix):] for obj in page.get("Contents", ())]
-                    keys = [k for k in keys if _is_object_key(k)]
-                    for start in range(0, len(keys), HEAD_BATCH):
-                        for info in pool.map(self._head, keys[start:start + HEAD_BATCH]):
-                            if info is not None:  # None: deleted since it was listed
-                                yield info
-        except Exception as exc:
-            raise self._error("list", prefix, exc, listing=True) from None
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "MaxKeys": PAGE_SIZE}
+        with ThreadPoolExecutor(max_workers=min(self.transfers, HEAD_BATCH),
+                                thread_name_prefix="syncd-s3-head") as pool:
+            while True:
+                page = self.call("list", prefix, lambda: self._client().list_objects_v2(**request), listing=True)
+                keys = [obj["Key"][len(self.prefix):] for obj in page.get("Contents", ())]
+                keys = [k for k in keys if _is_object_key(k)]
+                for start in range(0, len(keys), HEAD_BATCH):
+                    for info in pool.map(self.head, keys[start:start + HEAD_BATCH]):
+                        if info is not None:  # None: deleted since it was listed
+                            yield info
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return
+                request["ContinuationToken"] = token
 
     def check_writable(self) -> None:
         # The probe's PutObject also teaches the lean upload path boto3's request (s3_signed_put).
@@ -307,7 +315,7 @@ class S3Store:
             return StoreError(f"{what}: the TLS certificate of the endpoint{endpoint} is not trusted; set "
                               "AWS_CA_BUNDLE to its CA bundle", fatal=True)
         if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
-                            ConnectionError, TimeoutError)):
+                            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
             return StoreError(f"{what}: network error{endpoint}: {type(exc).__name__}; will be retried, "
                               "check the network and 's3.endpoint_url' if it persists", retryable=True)
         if isinstance(exc, ConfigError):
@@ -320,12 +328,6 @@ class S3Store:
         if not endpoint or endpoint.endswith(".amazonaws.com"):
             return ""
         return f" at {endpoint.split('@')[-1]}"
-
-
-
-
-
-
 
 
 def _client_error(response: Any) -> botocore.exceptions.ClientError:
@@ -352,7 +354,3 @@ def _status(exc: Exception) -> int | None:
     if isinstance(exc, botocore.exceptions.ClientError):
         return (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     return None
-
-
-
-

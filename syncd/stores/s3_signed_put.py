@@ -10,19 +10,16 @@ signer and the same credential chain, and sends it through a connection pool siz
 ``transfers``. The object's sha256, which syncd computes anyway, travels as
 ``x-amz-checksum-sha256``, so S3 verifies every upload end to end at no CPU cost here.
 
-Throttling, server and network errors are retried here as boto3's standard mode would; an
-error answer is turned into the adapter's usual error. A 400 or 501 (a store that refuses the
-checksum header, say) is tried once more through boto3, and if boto3 succeeds this path is
-turned off for the store.
+An error answer is turned into the adapter's usual error, and retried (or not) like any other
+request of the adapter. A 400 or 501 (a store that refuses the checksum header, say) is tried
+once more through boto3, and if boto3 succeeds this path is turned off for the store.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import random
 import threading
-import time
 import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,28 +29,21 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 
-from syncd.errors import StoreError
-from syncd.stores.cloud import retry_after
-
-RETRYABLE = {429, 500, 502, 503, 504}
-
 
 class SignedPut:
-    def __init__(self, base_url: str, region: str, credentials: Any, headers: dict[str, str], transfers: int,
-                 max_attempts: int):
+    def __init__(self, base_url: str, region: str, credentials: Any, headers: dict[str, str], transfers: int):
         self.base_url = base_url  # everything before the quoted key
         self.region = region
         self.credentials = credentials
         self.headers = headers  # Content-Type, SSE, storage class
         self.transfers = transfers
-        self.max_attempts = max_attempts
         self._pool: urllib3.PoolManager | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
     @classmethod
     def learn(cls, request: Any, full_key: str, credentials: Any, headers: dict[str, str],
-              transfers: int, max_attempts: int) -> SignedPut | None:
+              transfers: int) -> SignedPut | None:
         """From the prepared request of a boto3 PutObject of ``full_key``; None when it cannot
         be reproduced (anonymous access, a proxy in the way, an unexpected URL or signature)."""
         if credentials is None:
@@ -76,7 +66,7 @@ class SignedPut:
         host = urlsplit(url).hostname or ""
         if not urllib.request.proxy_bypass(host) and urllib.request.getproxies().get(urlsplit(url).scheme):
             return None  # boto3 goes through the proxy; keep it that way
-        return cls(url[: -len(quoted)], region, credentials, headers, transfers, max_attempts)
+        return cls(url[: -len(quoted)], region, credentials, headers, transfers)
 
     def _pool_manager(self) -> urllib3.PoolManager:
         pid = os.getpid()
@@ -91,34 +81,20 @@ class SignedPut:
         return self._pool
 
     def put(self, full_key: str, data: bytes, sha256: str) -> Any:
-        """None when stored. Otherwise the failed response (status, headers, data) for the
-        caller to explain; throttling, server and network errors are first retried here up to
-        ``max_attempts`` times, as boto3's standard retry mode would."""
+        """None when stored, else the failed response (status, headers, data) for the caller to
+        explain. One request: the caller retries (``RemoteStore.call``); a network error raises
+        urllib3's ``HTTPError``."""
         headers = dict(self.headers)
         headers["x-amz-meta-sha256"] = sha256
         headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
         headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
         headers["X-Amz-Content-SHA256"] = sha256  # the payload hash SigV4 signs: already known
         url = self.base_url + quote(full_key, safe="/~")
-        for attempt in range(1, self.max_attempts + 1):
-            request = AWSRequest(method="PUT", url=url, data=data, headers=headers)
-            S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
-            try:
-                response = self._pool_manager().request("PUT", url, body=data, headers=dict(request.headers.items()),
-                                                        redirect=False)
-            except urllib3.exceptions.HTTPError as exc:
-                if attempt == self.max_attempts:
-                    raise StoreError(f"network error: {type(exc).__name__}; will be retried",
-                                     retryable=True) from None
-                time.sleep(random.uniform(0, min(20.0, 0.5 * 2 ** attempt)))
-                continue
-            if 200 <= response.status < 300:
-                return None
-            if response.status not in RETRYABLE or attempt == self.max_attempts:
-                return response
-            wait = retry_after(response.headers.get("Retry-After"))
-            time.sleep(min(20.0, wait) if wait is not None else random.uniform(0, min(20.0, 0.5 * 2 ** attempt)))
-        return response
+        request = AWSRequest(method="PUT", url=url, data=data, headers=headers)
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        response = self._pool_manager().request("PUT", url, body=data, headers=dict(request.headers.items()),
+                                                redirect=False)
+        return None if 200 <= response.status < 300 else response
 
     def close(self) -> None:
         if self._pool is not None:

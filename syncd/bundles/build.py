@@ -1,0 +1,419 @@
+"""Building bundles: a project's labeled tasks converted to Label Studio export formats, published.
+
+For each format listed under ``bundles:`` and each project it applies to, a build is written under
+
+    {key_template}/{build_id}/<files>        e.g. exports/2/YOLO/20261125T104512Z-3f9a/labels/a.txt
+    {key_template}/latest.json               the manifest of the current build, written last
+
+so a reader who follows ``latest.json`` never sees a half-written bundle: the files of a build are
+all uploaded before the manifest that names them, a build whose upload failed is never named
+(``latest.json`` keeps pointing at the previous one), and builds beyond the newest ``keep`` are
+removed only after the new manifest is in place (the build ``latest.json`` names is never
+removed). Build ids are UTC timestamps plus a short random part, so they sort by time.
+
+Converting streams: the task documents are read from the source batch by batch and written by
+the converter into a temporary local directory, once per format; nothing holds all tasks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import converters
+from converters import ConverterError, ConvertOptions, LabelConfigError, parse_label_config
+from converters.fastio import zip_dir
+from syncd.bundles.config import MANIFEST_NAME, BundleConfig, render_prefix
+from syncd.errors import BadTask, ConfigError, StoreError
+from syncd.keys import UnsafeKey, check_key
+from syncd.sources.base import Project, Source
+from syncd.stores.base import Store
+
+log = logging.getLogger("syncd")
+
+BUILD_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4,32}\Z")
+DEFAULT_TRANSFERS = 4
+
+
+def check_formats(config: BundleConfig | None, where: str = "bundles") -> BundleConfig | None:
+    """``ConfigError`` naming ``where`` for a format no converter has; formats in their
+    converter's canonical name otherwise."""
+    if config is None:
+        return None
+    names = []
+    for name in config.formats:
+        try:
+            canonical = converters.get(name).name
+        except converters.UnknownFormat:
+            known = converters.names()
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}.formats: unknown format {name!r}; {hint}known: {', '.join(known)}") from None
+        if canonical not in names:
+            names.append(canonical)
+    config.formats = names
+    return config
+
+
+def bundle_prefix(config: BundleConfig, project: Project, fmt: str) -> str:
+    """The folder holding one project's builds of one format (and its ``latest.json``)."""
+    return render_prefix(config.key_template, project.id, project.slug, converters.get(fmt).name)
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: str  # relative to the build folder, '/'-separated
+    size: int
+    sha256: str
+
+
+@dataclass
+class PublishedBundle:
+    """What happened to one format of one project: published, skipped (with why) or failed."""
+
+    project_id: int
+    format: str
+    prefix: str = ""
+    build_id: str | None = None
+    created_at: str | None = None
+    task_count: int = 0
+    files: list[BundleFile] = field(default_factory=list)
+    skipped: str | None = None  # why the format does not apply to the project
+    error: str | None = None  # why the build failed; latest.json still names the previous build
+    warnings: int = 0  # tasks or regions the converter left out (each logged)
+    removed_builds: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.error else "skipped" if self.skipped else "published"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}/{MANIFEST_NAME}"
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{self.build_id}/{path}"
+
+
+# ---------------------------------------------------------------------------------- building
+
+
+TaskSource = Callable[[], Iterable[dict]] | Iterable[dict]
+
+
+def build_and_publish(store: Store, project: Project, tasks: TaskSource, config: BundleConfig, *,
+                      now: Callable[[], float] = time.time, transfers: int = DEFAULT_TRANSFERS,
+                      stop: threading.Event | None = None, work_dir: str | os.PathLike[str] | None = None,
+                      formats: Iterable[str] | None = None) -> list[PublishedBundle]:
+    """Convert the project's tasks to every configured format that applies, and publish each.
+
+    ``tasks`` is a callable returning a fresh iterable of task documents (called once per
+    format), or a re-iterable collection. Returns one ``PublishedBundle`` per configured format
+    (or per ``formats``, a subset), in config order. A failed format is reported in its
+    result (and logged) and does not stop the others. Errors of the task source itself
+    (database gone) propagate; so does a ``StoreError`` marked fatal.
+    """
+    wanted = list(config.formats if formats is None else [converters.get(f).name for f in formats])
+    try:
+        label_config = parse_label_config(project.label_config or "")
+    except LabelConfigError as exc:
+        message = f"the project's labeling config cannot be read ({exc})"
+        log.error("bundles of project %d: %s", project.id, message)
+        return [PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error=message)
+                for fmt in wanted]
+    plan: list[tuple[str, str | None]] = []
+    for fmt in wanted:
+        plan.append((fmt, converters.get(fmt).applies_to(label_config)))
+    if not callable(tasks) and iter(tasks) is tasks and sum(r is None for _, r in plan) > 1:
+        raise TypeError("tasks is a one-shot iterator; pass a callable returning a fresh iterable per format")
+    results = []
+    for fmt, reason in plan:
+        if reason is not None:
+            log.info("bundle %s of project %d skipped: %s", fmt, project.id, reason)
+            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), skipped=reason))
+            continue
+        if stop is not None and stop.is_set():
+            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error="interrupted"))
+            continue
+        fresh = tasks() if callable(tasks) else tasks
+        results.append(_publish_one(store, project, fmt, label_config, fresh, config, now=now,
+                                    transfers=transfers, stop=stop, work_dir=work_dir))
+    return results
+
+
+class _SourceFailed(Exception):
+    def __init__(self, exc: BaseException):
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _counted(tasks: Iterable[dict], counter: list[int]) -> Iterator[dict]:
+    iterator = iter(tasks)
+    while True:
+        try:
+            task = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # the database, not the converter: let the caller handle it
+            raise _SourceFailed(exc) from exc
+        counter[0] += 1
+        yield task
+
+
+def _publish_one(store: Store, project: Project, fmt: str, label_config: converters.LabelConfig,
+                 tasks: Iterable[dict], config: BundleConfig, *, now: Callable[[], float], transfers: int,
+                 stop: threading.Event | None, work_dir: str | os.PathLike[str] | None) -> PublishedBundle:
+    started = now()
+    result = PublishedBundle(project.id, fmt, prefix=bundle_prefix(config, project, fmt),
+                             build_id=_build_id(started), created_at=_timestamp(started))
+    converter = converters.get(fmt)
+
+    def warn(task_id: object, message: str) -> None:
+        result.warnings += 1
+        log.warning("bundle %s of project %d: task %s left out: %s", fmt, project.id, task_id, message)
+
+    with tempfile.TemporaryDirectory(prefix="syncd-bundle-", dir=work_dir) as tmp:
+        out = Path(tmp) / "out"
+        counter = [0]
+        try:
+            converter.convert(_counted(tasks, counter), label_config, out, ConvertOptions(warn=warn), check=False)
+            result.task_count = counter[0]
+            if config.zip:
+                archive = Path(tmp) / f"{fmt}.zip"
+                zip_dir(out, archive)
+                root, paths = Path(tmp), [archive]
+            else:
+                root, paths = out, sorted(p for p in out.rglob("*") if p.is_file())
+        except _SourceFailed as failed:
+            raise failed.exc from None
+        except ConverterError as exc:
+            return _failed(result, f"conversion failed: {exc}")
+        except Exception as exc:  # a converter bug or a full disk must not stop the daemon
+            log.debug("bundle %s of project %d: conversion failed", fmt, project.id, exc_info=True)
+            return _failed(result, f"conversion failed: {type(exc).__name__}: {exc}")
+        try:
+            uploads = [(p, p.relative_to(root).as_posix()) for p in paths]
+            for _, rel in uploads:
+                check_key(result.key(rel))
+        except UnsafeKey as exc:
+            return _failed(result, f"a produced file has an unsafe key ({exc})")
+        uploaded, error, fatal = _upload(store, result, uploads, transfers, stop)
+        if error is not None:
+            _delete_keys(store, [result.key(f.path) for f in uploaded], transfers, "clean up the failed build")
+            if fatal is not None:
+                raise fatal
+            return _failed(result, error)
+        result.files = uploaded
+    manifest = _manifest(result)
+    digest = hashlib.sha256(manifest).hexdigest()
+    try:
+        store.put(result.manifest_key, manifest, digest)
+    except StoreError as put_error:
+        # A write that failed may still have landed (a timeout after the upload): ask the store.
+        try:
+            landed = store.head(result.manifest_key)
+            state = "ours" if landed and landed.sha256 == digest else \
+                "unknown" if landed and landed.sha256 is None else "previous"
+        except StoreError:
+            state = "unknown"
+        if state == "previous":
+            _delete_keys(store, [result.key(f.path) for f in result.files], transfers, "clean up the failed build")
+        elif state == "unknown":
+            log.warning("cannot tell whether %s was written; the new build's files are left in place",
+                        result.manifest_key)
+        if state != "ours":
+            if put_error.fatal:
+                raise
+            return _failed(result, f"writing {result.manifest_key} failed: {put_error}")
+    result.removed_builds = _prune(store, result, config.keep, transfers)
+    removed = f", {len(result.removed_builds)} old build(s) removed" if result.removed_builds else ""
+    log.info("bundle %s of project %d: %d tasks, %d files -> %s/%s%s", fmt, project.id, result.task_count,
+             len(result.files), result.prefix, result.build_id, removed)
+    return result
+
+
+def _failed(result: PublishedBundle, message: str) -> PublishedBundle:
+    result.error = message
+    result.files = []
+    log.error("bundle %s of project %d failed: %s; %s still names the previous build, if any", result.format,
+              result.project_id, message, result.manifest_key)
+    return result
+
+
+def _build_id(t: float) -> str:
+    stamp = datetime.fromtimestamp(t, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def _timestamp(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _manifest(result: PublishedBundle) -> bytes:
+    doc = {
+        "build_id": result.build_id,
+        "format": result.format,
+        "project_id": result.project_id,
+        "created_at": result.created_at,
+        "task_count": result.task_count,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in result.files],
+    }
+    return (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode()
+
+
+def _upload(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str]], transfers: int,
+            stop: threading.Event | None) -> tuple[list[BundleFile], str | None, StoreError | None]:
+    """Put every file of the build, a few at once, stopping at the first error.
+
+    Returns the files written (in ``uploads`` order), the first error (None if all were
+    written) and, when it concerns the whole target, that ``StoreError``."""
+    abort = threading.Event()
+    errors: list[str] = []
+    fatal: list[StoreError] = []
+
+    def put(path: Path, rel: str) -> BundleFile | None:
+        if abort.is_set():
+            return None
+        if stop is not None and stop.is_set():
+            abort.set()
+            errors.append("interrupted")
+            return None
+        key = result.key(rel)
+        try:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            store.put(key, data, digest)
+        except StoreError as exc:
+            abort.set()
+            errors.append(f"upload of {key} failed: {exc}")
+            if exc.fatal:
+                fatal.append(exc)
+            return None
+        except OSError as exc:
+            abort.set()
+            errors.append(f"cannot read the converted file {rel}: {exc.strerror or exc}")
+            return None
+        return BundleFile(rel, len(data), digest)
+
+    with ThreadPoolExecutor(max_workers=max(1, transfers), thread_name_prefix="syncd-bundle") as pool:
+        done = [f for f in pool.map(lambda item: put(*item), uploads) if f is not None]
+    if not errors:
+        return done, None, None
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return done, errors[0] + more, fatal[0] if fatal else None
+
+
+def _delete_keys(store: Store, keys: list[str], transfers: int, why: str) -> int:
+    """Delete keys, best effort; returns how many deletions failed (each is logged once)."""
+    failed: list[str] = []
+
+    def delete(key: str) -> None:
+        try:
+            store.delete(key)
+        except StoreError as exc:
+            failed.append(f"{key}: {exc}")
+
+    if keys:
+        with ThreadPoolExecutor(max_workers=max(1, transfers), thread_name_prefix="syncd-bundle") as pool:
+            list(pool.map(delete, keys))
+    if failed:
+        log.warning("could not %s: %d deletion(s) failed, first: %s", why, len(failed), failed[0])
+    return len(failed)
+
+
+def _prune(store: Store, result: PublishedBundle, keep: int, transfers: int) -> list[str]:
+    """Remove builds beyond the newest ``keep`` (counting the new one, which is never removed)."""
+    builds: dict[str, list[str]] = {}
+    base = f"{result.prefix}/"
+    try:
+        for info in store.list(base):
+            rest = info.key[len(base):]
+            build, sep, _ = rest.partition("/")
+            if sep and BUILD_ID.match(build):
+                builds.setdefault(build, []).append(info.key)
+    except StoreError as exc:
+        log.warning("cannot list %s to remove old builds: %s", base, exc)
+        return []
+    older = sorted((b for b in builds if b != result.build_id), reverse=True)
+    removed = older[max(0, keep - 1):]
+    for build in removed:
+        _delete_keys(store, builds[build], transfers, f"remove the old build {base}{build}")
+    return removed
+
+
+# ---------------------------------------------------------------------------------- the source side
+
+
+def iter_project_tasks(source: Source, project_id: int,
+                       on_bad: Callable[[BadTask], None] | None = None) -> Iterator[dict]:
+    """The project's labeled task documents as dicts, in id order, streamed from ``source``.
+
+    Each is exactly the document syncd stores for the task with the source's options (bundles
+    use a source with ``predictions: ids``, Label Studio's export shape). A task that cannot be
+    built (``BadTask``) is left out with a warning (and passed to ``on_bad``)."""
+    for doc in source.documents(project_ids=[project_id]):
+        if isinstance(doc, BadTask):
+            log.warning("bundles of project %d: %s; left out of the bundles", project_id, doc)
+            if on_bad is not None:
+                on_bad(doc)
+            continue
+        yield json.loads(doc.body)
+
+
+def publish_project(source: Source, store: Store, project: Project, config: BundleConfig,
+                    **kwargs: Any) -> list[PublishedBundle]:
+    """``build_and_publish`` of one project, its tasks streamed from ``source``."""
+    return build_and_publish(store, project, lambda: iter_project_tasks(source, project.id), config, **kwargs)
+
+
+def publish_changed(source: Source, store: Store, config: BundleConfig, changed: Iterable[int],
+                    only: Iterable[int] = (), **kwargs: Any) -> list[PublishedBundle]:
+    """Rebuild the bundles of projects whose tasks changed, and of projects that have none yet
+    (``only``: restrict to these project ids). Returns every format's result."""
+    changed = set(changed)
+    wanted = set(only)
+    results: list[PublishedBundle] = []
+    for project in source.projects().values():
+        if wanted and project.id not in wanted:
+            continue
+        if project.id in changed:
+            results += publish_project(source, store, project, config, **kwargs)
+        else:
+            missing = missing_bundles(store, project, config)
+            if missing:
+                results += publish_project(source, store, project, config, formats=missing, **kwargs)
+    return results
+
+
+def missing_bundles(store: Store, project: Project, config: BundleConfig) -> list[str]:
+    """The configured formats that apply to the project but have no ``latest.json`` yet."""
+    try:
+        label_config = parse_label_config(project.label_config or "")
+    except LabelConfigError:
+        return list(config.formats)
+    missing = []
+    for fmt in config.formats:
+        if converters.get(fmt).applies_to(label_config) is None:
+            if store.head(f"{bundle_prefix(config, project, fmt)}/{MANIFEST_NAME}") is None:
+                missing.append(fmt)
+    return missing
+
+

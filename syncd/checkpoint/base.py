@@ -1,0 +1,57 @@
+"""The checkpoint interface: what syncd last wrote to a target, key by key.
+
+A row is recorded only after the store acknowledged the write (or the delete), so a crash at
+any point leaves the checkpoint behind the target, never ahead of it: the next run rewrites
+what it is unsure of and converges. It holds keys, hashes and fingerprints, never credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    task_id: int
+    project_id: int | None
+    sha256: str
+    size: int
+    fingerprint: str = ""  # of what the written document was made from (see TaskDocument)
+
+
+class Checkpoint(Protocol):
+    target: str  # the target's canonical URL: rows are kept per target
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The entries of these keys (missing keys are absent)."""
+
+    def entries(self, project_ids: Iterable[int] = ()) -> Iterator[Entry]:
+        """Every entry (of these projects), by task id then key."""
+
+    def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
+        """The entries of these tasks."""
+
+    def count(self) -> int:
+        """How many objects are recorded."""
+
+    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
+                   fingerprint: str = "") -> None:
+        """The store acknowledged writing ``key``."""
+
+    def record_fingerprint(self, key: str, fingerprint: str) -> None:
+        """The inputs changed but the document did not: remember the new fingerprint."""
+
+    def record_delete(self, key: str) -> None:
+        """The store acknowledged deleting ``key``."""
+
+    def flush(self) -> None:
+        """Make everything recorded durable (records may be grouped until then)."""
+
+    def forget_all(self) -> None:
+        """Drop every entry of this target (``--verify-remote`` rebuilds them from the store)."""
+
+    def close(self) -> None:
+        """Flush and release the checkpoint (and its lock)."""

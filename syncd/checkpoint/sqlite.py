@@ -1,0 +1,174 @@
+"""The checkpoint in a local SQLite file (the default): what syncd last wrote, per target and key.
+
+A row is committed only after the store acknowledged the write (or the delete), so a crash at
+any point leaves the checkpoint behind the target, never ahead of it: the next run rewrites
+what it is unsure of and converges. The file holds keys and hashes only, never credentials.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from syncd.checkpoint.base import Entry
+from syncd.errors import ConfigError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    target     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    task_id    INTEGER NOT NULL,
+    project_id INTEGER,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    written_at REAL NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (target, key)
+);
+CREATE INDEX IF NOT EXISTS objects_task ON objects (target, task_id);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+COLUMNS = "key, task_id, project_id, sha256, size, fingerprint"
+
+
+class SqliteCheckpoint:
+    """Durable per-key state for one target. Not thread-safe: use it from one thread."""
+
+    def __init__(self, path: Path, target: str):
+        self.path = path
+        self.target = target
+        self.db: sqlite3.Connection | None = None
+        self._pending: list[tuple] = []
+        self._last_flush = time.monotonic()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"state {path}: cannot create it ({exc.strerror}); "
+                              "set state: to a writable path") from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise ConfigError(f"state {path} is in use by another syncd process; "
+                              "run one syncd per target (or give each its own state:)") from None
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # WAL + synchronous=NORMAL survives a killed process; after a power loss the
+            # last transactions may be lost, which only means rewriting those objects.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise ConfigError(f"state {path} is not a usable SQLite file ({exc}); "
+                              "move it away to start with a fresh state (use --verify-remote "
+                              "to rebuild it from the target)") from None
+
+    # -------------------------------------------------------------- reads
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
+        self.flush()  # reads must see the writes still buffered for group commit
+        keys = list(keys)
+        found: dict[str, Entry] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self.db.execute(
+                    f"SELECT {COLUMNS} FROM objects "
+                    f"WHERE target = ? AND key IN ({marks})", [self.target, *chunk]):
+                found[row[0]] = Entry(*row)
+        return found
+
+    def entries(self, project_ids: Iterable[int] = ()) -> Iterator[Entry]:
+        self.flush()
+        projects = list(project_ids)
+        sql = f"SELECT {COLUMNS} FROM objects WHERE target = ?"
+        params: list = [self.target]
+        if projects:
+            sql += f" AND project_id IN ({', '.join('?' for _ in projects)})"
+            params += projects
+        for row in self.db.execute(sql + " ORDER BY task_id, key", params).fetchall():
+            yield Entry(*row)
+
+    def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
+        self.flush()
+        ids = list(task_ids)
+        found: list[Entry] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found += [Entry(*row) for row in self.db.execute(
+                f"SELECT {COLUMNS} FROM objects WHERE target = ? AND task_id IN ({', '.join('?' for _ in chunk)})",
+                [self.target, *chunk])]
+        return found
+
+    def count(self) -> int:
+        self.flush()
+        return self.db.execute("SELECT COUNT(*) FROM objects WHERE target = ?", (self.target,)).fetchone()[0]
+
+    # -------------------------------------------------------------- writes (after the store acked)
+
+    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
+                   fingerprint: str = "") -> None:
+        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint))
+        self._maybe_flush()
+
+    def record_fingerprint(self, key: str, fingerprint: str) -> None:
+        """The rows changed but the document did not: remember the rows' new fingerprint."""
+        self._pending.append(("fingerprint", key, fingerprint))
+        self._maybe_flush()
+
+    def record_delete(self, key: str) -> None:
+        self._pending.append(("delete", key))
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        # Group commits: one fsync per second or per 1,000 objects instead of one per object.
+        if len(self._pending) >= 1000 or time.monotonic() - self._last_flush >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for item in self._pending:
+                if item[0] == "put":
+                    self.db.execute(
+                        "INSERT INTO objects (target, key, task_id, project_id, sha256, size, written_at, "
+                        "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET "
+                        "task_id = excluded.task_id, project_id = excluded.project_id, "
+                        "sha256 = excluded.sha256, size = excluded.size, written_at = excluded.written_at, "
+                        "fingerprint = excluded.fingerprint",
+                        (self.target, *item[1:]))
+                elif item[0] == "fingerprint":
+                    self.db.execute("UPDATE objects SET fingerprint = ? WHERE target = ? AND key = ?",
+                                    (item[2], self.target, item[1]))
+                else:
+                    self.db.execute("DELETE FROM objects WHERE target = ? AND key = ?", (self.target, item[1]))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    def forget_all(self) -> None:
+        """Drop every row of this target (``--verify-remote`` rebuilds them from the store)."""
+        self.flush()
+        self.db.execute("DELETE FROM objects WHERE target = ?", (self.target,))
+
+    def close(self) -> None:
+        try:
+            if self.db is not None:
+                self.flush()
+                self.db.close()
+                self.db = None
+        finally:
+            if not self._lock_file.closed:
+                self._lock_file.close()

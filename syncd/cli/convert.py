@@ -1,0 +1,190 @@
+"""``syncd convert``: Label Studio tasks (an export file, a directory of documents, or one
+project of Label Studio's database) to one of Label Studio's export formats."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import converters
+from converters import ConverterError, ConvertOptions, LabelConfig, LabelConfigError, parse_label_config
+from converters.fastio import zip_dir
+from converters.inputs import InputError, iter_input_tasks
+from syncd.config import Config
+from syncd.document import label_studio_export
+from syncd.errors import BadTask, SyncdError
+from syncd.session import open_cfg_source
+from syncd.sources.labelstudio.database import driver_errors, mask_url
+
+IMAGE_FORMATS = ("COCO", "VOC", "YOLO", "YOLO_OBB")
+_DB_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "pgsql://")
+_DB_SUFFIXES = (".sqlite3", ".sqlite", ".db")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "convert",
+        help="convert Label Studio tasks to an export format (COCO, YOLO, CSV, ...)",
+        description="Convert a Label Studio JSON export, a directory of <task_id>.json documents, or one "
+        "project of Label Studio's database (with --project) to one of Label Studio's export formats.",
+    )
+    p.add_argument("input", help="Label Studio JSON export file, a directory of <task_id>.json files, or "
+                   "Label Studio's database (sqlite:///path/label_studio.sqlite3, a *.sqlite3 file, "
+                   "postgresql://user:pw@host:port/db)")
+    p.add_argument("--project", type=int, metavar="ID", help="project id (required when INPUT is a database; "
+                   "its labeled tasks and its labeling config are read)")
+    p.add_argument("--format", "-f", required=True, help=f"one of: {', '.join(converters.names())}")
+    p.add_argument("--label-config", help="the project's labeling config XML (default: the project's config "
+                   "for a database, else label_config.xml next to INPUT, if any)")
+    p.add_argument("--out", "-o", required=True, help="output directory (with --zip: the zip file)")
+    p.add_argument("--zip", action="store_true", help="write one zip file instead of a directory")
+    p.add_argument("--download-images", action="store_true",
+                   help="COCO, VOC, YOLO, YOLO_OBB: fetch the tasks' http(s), s3://, gs:// and azure-blob:// "
+                   "images into images/ (as Label Studio's *_WITH_IMAGES exports do) and read image sizes "
+                   "(COCO) and channels (VOC) from them; an image that fails gives a warning")
+    p.add_argument("--download-workers", type=int, default=8, metavar="N",
+                   help="images fetched at once with --download-images (default 8)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes for CONLL2003, CSV, TSV, COCO and "
+                   "YOLO on a big JSON export (default: one per CPU, up to 4, from 32 MB on; 0: none)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        converter = converters.get(args.format)
+        if is_database_url(args.input):
+            with _database_tasks(args.input, args.project, args.label_config) as (config, tasks):
+                _convert(args, converter, config, tasks)
+            return 0
+        if args.project is not None:
+            raise InputError(f"{args.input}: --project only applies when INPUT is a database "
+                             "(sqlite:///path/label_studio.sqlite3, postgresql://...)")
+        config = _config_next_to(args)
+        reason = converter.applies_to(config)
+        if reason is not None:
+            raise converters.FormatNotApplicable(converter.name, reason)
+        if not Path(args.input).exists():
+            raise InputError(f"{args.input}: no such file or directory")
+        tasks = iter_input_tasks(args.input, warn)
+        if converter.name == "JSON":  # Label Studio's export shape: bare prediction and user ids
+            tasks = (label_studio_export(t) if isinstance(t, dict) else t for t in tasks)
+        _convert(args, converter, config, tasks)
+        return 0
+    except (ConverterError, LabelConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (SyncdError, *driver_errors()) as exc:
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def is_database_url(value: str) -> bool:
+    """True for ``sqlite:///...``, ``postgresql://...`` and a plain ``*.sqlite3`` file path."""
+    if value.lower().startswith(_DB_SCHEMES):
+        return True
+    return "://" not in value and value.lower().endswith(_DB_SUFFIXES) and not Path(value).is_dir()
+
+
+def warn(task_id: object, message: str) -> None:
+    print(f"warning: task {task_id} skipped: {message}", file=sys.stderr)
+
+
+def read_label_config(path: str) -> LabelConfig:
+    try:
+        return parse_label_config(Path(path))
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _database_tasks(url: str, project_id: int | None,
+                    label_config: str | None) -> Iterator[tuple[LabelConfig, Iterator[dict]]]:
+    """(label config, task documents) of one project of a Label Studio database.
+
+    The documents are exactly what syncd stores, in Label Studio's export shape (predictions as
+    ids); only labeled tasks (with at least one annotation row) are read."""
+    if project_id is None:
+        raise InputError(f"{mask_url(url)}: --project ID is required when INPUT is a database")
+    source = open_cfg_source(Config(db=url), predictions="ids")
+    try:
+        projects = source.projects()
+        project = projects.get(project_id)
+        if project is None:
+            known = ", ".join(f"{p.id} ({p.title})" for p in projects.values()) or "none"
+            raise InputError(f"{source.url}: no project {project_id}; projects: {known}")
+        config = read_label_config(label_config) if label_config else parse_label_config(project.label_config or "")
+        yield config, _documents(source.documents(project_ids=[project_id]))
+    finally:
+        source.close()
+
+
+def _documents(documents: Iterable) -> Iterator[dict]:
+    import json
+
+    for doc in documents:
+        if isinstance(doc, BadTask):
+            warn(doc.task_id, str(doc))
+            continue
+        yield json.loads(doc.body)
+
+
+def _config_next_to(args: argparse.Namespace) -> LabelConfig:
+    config_path = args.label_config
+    if config_path is None:
+        candidate = (Path(args.input) if Path(args.input).is_dir() else Path(args.input).parent) / "label_config.xml"
+        if candidate.is_file():
+            config_path = str(candidate)
+    return read_label_config(config_path) if config_path else parse_label_config("")
+
+
+def _image_warn(task_id: object, url: str, reason: str) -> None:
+    print(f"warning: task {task_id}: image {url} not downloaded: {reason}", file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace, converter: converters.Converter, config: LabelConfig,
+             tasks: Iterable[dict]) -> None:
+    reason = converter.applies_to(config)
+    if reason is not None:
+        raise converters.FormatNotApplicable(converter.name, reason)
+    download = args.download_images
+    if download and converter.name not in IMAGE_FORMATS:
+        raise InputError(f"--download-images applies to {', '.join(IMAGE_FORMATS)}, not {converter.name}")
+    options = ConvertOptions(warn=warn, workers=args.workers)
+    out = Path(args.out)
+
+    def run_into(target: Path) -> list[Path]:
+        if not download:
+            return converter.convert(tasks, config, target, options, check=False)
+        from converters.images import ImageFetcher, prefetch
+        from syncd.stores.fetch import CloudReader
+
+        target.mkdir(parents=True, exist_ok=True)
+        reader = CloudReader(transfers=max(1, args.download_workers))
+        try:
+            with ImageFetcher(target / "images", workers=max(1, args.download_workers), read_cloud=reader) as fetcher:
+                fetched, options.image_info = prefetch(tasks, fetcher, config.data_keys[0], _image_warn)
+                return converter.convert(fetched, config, target, options, check=False)
+        finally:
+            reader.close()
+
+    _write(converter, out, args.zip, run_into)
+
+
+def _write(converter: converters.Converter, out: Path, as_zip: bool, run_into: Callable[[Path], list[Path]]) -> None:
+    if as_zip:
+        target = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            files = run_into(Path(tmp))
+            zip_dir(Path(tmp), target)
+        print(f"{converter.name}: {len(files)} files -> {target}")
+    else:
+        files = run_into(out)
+        print(f"{converter.name}: {len(files)} files -> {out}")

@@ -1,0 +1,138 @@
+"""The composition root: the one place a ``Config`` becomes running parts.
+
+    config -> source (syncd.sources) -> syncer (syncd.syncer) -> store (syncd.stores)
+                                                              -> checkpoint (syncd.checkpoint)
+
+``resync``, ``run``, ``check`` and ``convert`` all open what they need here, so every command
+reads the same configuration the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd import config as config_mod
+from syncd.checkpoint import Checkpoint, open_checkpoint
+from syncd.config import Config
+from syncd.document import DocumentOptions
+from syncd.errors import ConfigError, SyncdError
+from syncd.sources import Source, open_source
+from syncd.stores import Store, scheme_of
+from syncd.stores import open_store as open_store_url
+from syncd.syncer import ResyncOptions, Syncer
+
+OVERRIDABLE = ("db", "target", "state", "log_format", "listen", "projects")
+
+
+def load_config(path: str | None, overrides: dict[str, Any] | None = None, *, need_target: bool = True) -> Config:
+    """The configuration file at ``path`` (None: the defaults) with command-line ``overrides``
+    (None values are not overrides), checked; ``ConfigError`` names what is wrong."""
+    from syncd.bundles.build import check_formats  # converters: only once a command runs
+
+    cfg = config_mod.load(path)
+    for name, value in (overrides or {}).items():
+        if name not in OVERRIDABLE:
+            raise AssertionError(name)
+        if value:
+            setattr(cfg, name, list(value) if name == "projects" else value)
+    if need_target and not cfg.target:
+        raise ConfigError("no target: pass --target DIR_OR_URL or set target: in the config")
+    check_formats(cfg.bundles, f"{cfg.source_file or 'config'}: bundles")
+    return config_mod.validate(cfg)
+
+
+def sync_options(cfg: Config, **extra: Any) -> ResyncOptions:
+    return ResyncOptions(key_template=cfg.key_template, projects=cfg.projects, delete=cfg.delete,
+                         max_delete=cfg.max_delete, transfers=cfg.transfers, **extra)
+
+
+def open_store(cfg: Config, stop: threading.Event | None = None) -> Store:
+    return open_store_url(cfg.target, cfg.backend_options(scheme_of(cfg.target)), transfers=cfg.transfers,
+                          stop=stop)
+
+
+def open_cfg_source(cfg: Config, *, one_shot: bool = False, predictions: str | None = None) -> Source:
+    """The source of ``cfg.db``; ``predictions`` overrides the config's (bundles and ``convert``
+    want Label Studio's bare ids)."""
+    return open_source(cfg.db, batch_size=cfg.batch_size, one_shot=one_shot,
+                       options=DocumentOptions(predictions=predictions or cfg.predictions))
+
+
+def open_bundle_source(cfg: Config) -> Source:
+    """A source of its own for building bundles (off the sync loop's connection), its documents
+    in Label Studio's export shape (prediction ids)."""
+    return open_cfg_source(cfg, predictions="ids")
+
+
+def open_bundle_parts(cfg: Config, stop: threading.Event | None = None) -> tuple[Source, Store]:
+    """``open_bundle_source`` and a store of its own: what the daemon's bundle worker uses."""
+    source = open_bundle_source(cfg)
+    try:
+        return source, open_store(cfg, stop)
+    except BaseException:
+        source.close()
+        raise
+
+
+@dataclass
+class Session:
+    """Everything a sync needs, opened from one ``Config``; ``close`` in reverse order."""
+
+    cfg: Config
+    source: Source
+    store: Store
+    checkpoint: Checkpoint
+    syncer: Syncer
+    _scratch: Any = field(default=None, repr=False)
+
+    def close(self) -> None:
+        # The syncer first: it records acknowledged writes in the checkpoint.
+        _close(self.syncer, self.checkpoint, self.source, self.store, self._scratch)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = None, **options: Any) -> Session:
+    """Source, store, checkpoint and syncer for ``cfg``. ``options`` are ``ResyncOptions``
+    (``dry_run``, ``verify_remote``, ``checksum``). A dry run with ``verify_remote`` plans
+    against a throwaway copy of the checkpoint, so the real one is not touched."""
+    stop = stop or threading.Event()
+    opened: list[Any] = []
+    try:
+        store = open_store(cfg, stop)
+        opened.append(store)
+        source = open_cfg_source(cfg, one_shot=one_shot)
+        opened.append(source)
+        scratch = None
+        state = cfg.state
+        if options.get("dry_run") and options.get("verify_remote"):
+            scratch = tempfile.TemporaryDirectory(prefix="syncd-dry-run-")
+            opened.append(scratch)
+            state = str(Path(scratch.name) / "state.sqlite3")
+        checkpoint = open_checkpoint(state, store.url)
+        opened.append(checkpoint)
+        syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop)
+    except BaseException:
+        _close(*reversed(opened))
+        raise
+    return Session(cfg, source, store, checkpoint, syncer, scratch)
+
+
+def _close(*parts: Any) -> None:
+    """Close each part; a failure while closing one does not keep the others open."""
+    for part in parts:
+        if part is None:
+            continue
+        try:
+            closer = getattr(part, "close", None) or part.cleanup
+            closer()
+        except SyncdError:
+            pass

@@ -1,0 +1,354 @@
+"""The syncer: source -> task documents -> plan -> store -> checkpoint, for any source.
+
+``Syncer`` does the work of every mode: ``full()`` is ``syncd resync`` (every labeled task
+whose fingerprint changed is read and encoded), ``sync_tasks()`` is the daemon's incremental
+step (only the tasks a change touched), ``reconcile()`` is the daemon's periodic check of what
+change feeds miss. In all three, only documents whose bytes differ from what the checkpoint
+says was written are put; the checkpoint is updated after each acknowledged write; keys whose
+task is gone are deleted (or reported as orphaned) only by a pass that had no errors, and only
+when the source's view is ``complete``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from syncd.checkpoint import Checkpoint, Entry
+from syncd.document import TaskDocument
+from syncd.errors import BadTask, StoreError, SyncdError
+from syncd.keys import UnsafeKey, render_key, template_pattern, template_prefix
+from syncd.plan import Action, plan_document, plan_removals
+from syncd.sources.base import Source
+from syncd.stores.base import Store
+from syncd.transfer import Transfers
+
+log = logging.getLogger("syncd")
+
+CHUNK = 2000  # tasks compared with the checkpoint (and documents planned) at a time
+
+
+@dataclass
+class ResyncOptions:
+    key_template: str = "{task_id}.json"
+    projects: list[int] = field(default_factory=list)
+    delete: bool = False
+    max_delete: int | None = None
+    transfers: int = 8
+    dry_run: bool = False
+    verify_remote: bool = False
+    checksum: bool = False  # build and hash every document instead of trusting row fingerprints
+
+
+@dataclass
+class Summary:
+    scanned: int = 0
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    orphaned: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    failed_tasks: set[int] = field(default_factory=set)
+    changed_projects: set[int] = field(default_factory=set)  # projects with a written or deleted object
+    notes: list[str] = field(default_factory=list)
+    plan: list[Action] = field(default_factory=list)  # filled in a dry run
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def fail(self, message: str, task_id: int | None = None) -> None:
+        self.failed += 1
+        self.failures.append(message)
+        if task_id is not None:
+            self.failed_tasks.add(task_id)
+        log.error("%s", message)
+
+    def line(self, dry_run: bool = False) -> str:
+        verb = "would write" if dry_run else "written"
+        dverb = "would delete" if dry_run else "deleted"
+        if self.written == 0 and self.deleted == 0 and self.failed == 0 and not dry_run:
+            head = f"{self.scanned} tasks scanned: nothing to write ({self.unchanged} unchanged)"
+        else:
+            head = f"{self.scanned} tasks scanned: {self.written} {verb}, {self.unchanged} unchanged"
+        return (f"{head}, {self.deleted} {dverb}, {self.orphaned} orphaned, {self.failed} failed "
+                f"({self.seconds:.1f}s)")
+
+
+class FatalStoreError(SyncdError):
+    """The target as a whole failed (missing bucket, access denied, disk full)."""
+
+
+class Syncer:
+    """Keeps one target in step with one source (any ``Source``), through one checkpoint."""
+
+    def __init__(self, source: Source, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
+                 stop: threading.Event | None = None):
+        self.source = source
+        self.store = store
+        self.checkpoint = checkpoint
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.transfers = Transfers(options.transfers)
+        self._fatal: list[StoreError] = []
+        self._summary = Summary()
+        self._reported: set[str] = set()  # the source's problems already counted as failures
+        self.projects: dict = {}
+
+    def close(self) -> None:
+        try:
+            # Record what the store already acknowledged, even when a pass was cut short.
+            self.transfers.drain(self._done)
+        finally:
+            self.transfers.close()
+            if not self.options.dry_run:
+                self.checkpoint.flush()
+
+    # -------------------------------------------------------------- the three passes
+
+    def full(self, progress: Callable[[int, int], None] | None = None) -> Summary:
+        """Reconcile every labeled task (``syncd resync``, and the daemon's start)."""
+        summary = self._begin()
+        if not self.options.dry_run:
+            self.store.check_writable()
+        if self.options.verify_remote:
+            adopt_remote_state(self.store, self.checkpoint, self.options.key_template)
+        self.source.refresh()
+        projects = self.options.projects
+        total = self.source.count_labeled(projects)
+        seen: set[str] = set()
+        listing = self.source.fingerprints(projects)
+        while not self.stop.is_set():
+            chunk = list(itertools.islice(listing, CHUNK))
+            if not chunk:
+                break
+            stale = self._stale(chunk, seen)
+            if stale:
+                self._plan(self.source.documents(stale, projects), seen)
+            if progress:
+                progress(summary.scanned, max(total, summary.scanned))
+        self._drain()
+        if self.stop.is_set():
+            raise SyncdError("interrupted; the next run continues where this one stopped")
+        self._remove([e for e in self.checkpoint.entries(projects) if e.key not in seen])
+        return self._end()
+
+    def sync_tasks(self, task_ids: Iterable[int]) -> Summary:
+        """Bring these tasks up to date: rewrite changed ones, remove the ones no longer labeled."""
+        ids = set(task_ids)
+        self._begin()
+        if ids:
+            seen: set[str] = set()
+            self._plan(self.source.documents(ids, self.options.projects), seen)
+            self._drain()
+            wanted = set(self.options.projects)
+            self._remove([e for e in self.checkpoint.for_tasks(ids)
+                          if e.key not in seen and (not wanted or e.project_id in wanted)])
+        return self._end()
+
+    def reconcile(self) -> Summary:
+        """Find what change feeds miss (deleted rows, bulk updates that leave ``updated_at``
+        alone, edits made with SQL) by comparing fingerprints with the checkpoint."""
+        stored: dict[int, list[Entry]] = {}
+        for entry in self.checkpoint.entries(self.options.projects):
+            stored.setdefault(entry.task_id, []).append(entry)
+        changed: set[int] = set()
+        for task_id, _project_id, fingerprint in self.source.fingerprints(self.options.projects):
+            entries = stored.pop(task_id, None)
+            if not entries or any(e.fingerprint != fingerprint for e in entries):
+                changed.add(task_id)
+        changed.update(stored)  # in the checkpoint, but no longer labeled (or gone)
+        return self.sync_tasks(changed)
+
+    def _stale(self, listing: list[tuple[int, int | None, str]], seen: set[str]) -> list[int]:
+        """Tasks whose fingerprint changed since their document was written; the others count
+        as unchanged without being read or encoded. With ``checksum``, all."""
+        if self.options.checksum:
+            return [task_id for task_id, _, _ in listing]
+        keys = {}
+        for task_id, project_id, _ in listing:
+            try:
+                keys[task_id] = self._render(task_id, project_id)
+            except UnsafeKey:
+                keys[task_id] = None  # read as stale: _plan reports it
+        previous = self.checkpoint.get_many(k for k in keys.values() if k)
+        stale = []
+        for task_id, _, fingerprint in listing:
+            entry = previous.get(keys[task_id]) if keys[task_id] else None
+            if entry and entry.task_id == task_id and fingerprint and entry.fingerprint == fingerprint:
+                seen.add(entry.key)
+                self._summary.scanned += 1
+                self._summary.unchanged += 1
+            else:
+                stale.append(task_id)
+        return stale
+
+    # -------------------------------------------------------------- internals
+
+    def _begin(self) -> Summary:
+        self._summary = Summary()
+        self._started = time.monotonic()
+        self._fatal.clear()
+        self.projects = self.source.projects()
+        return self._summary
+
+    def _end(self) -> Summary:
+        self._drain()
+        problems = self.source.problems
+        for problem in problems:
+            if problem not in self._reported:
+                self._summary.fail(problem)
+        self._reported = set(problems)
+        self._summary.seconds = time.monotonic() - self._started
+        return self._summary
+
+    def _drain(self) -> None:
+        self.transfers.drain(self._done)
+        if self._fatal:
+            raise FatalStoreError(str(self._fatal[0]))
+
+    def _render(self, task_id: int, project_id: int | None) -> str:
+        project = self.projects.get(project_id)
+        return render_key(self.options.key_template, task_id, project_id,
+                          project.slug if project else f"project-{project_id}")
+
+    def _plan(self, documents: Iterable[TaskDocument | BadTask], seen: set[str]) -> None:
+        """PUT the documents whose bytes differ from what the checkpoint says was written."""
+        planned: list[tuple[TaskDocument, str]] = []
+        for doc in documents:
+            self._summary.scanned += 1
+            try:
+                key = self._render(doc.task_id, doc.project_id) if isinstance(doc, TaskDocument) else None
+            except UnsafeKey as exc:
+                self._summary.fail(f"task {doc.task_id}: unsafe key ({exc}); change key_template", doc.task_id)
+                continue
+            if isinstance(doc, BadTask):
+                # A task that cannot be built keeps its object: mark its key seen.
+                seen.update(e.key for e in self.checkpoint.for_tasks([doc.task_id]))
+                self._summary.fail(str(doc), doc.task_id)
+                continue
+            seen.add(key)
+            planned.append((doc, key))
+            if len(planned) >= CHUNK:
+                self._put_changed(planned)
+                planned = []
+        self._put_changed(planned)
+
+    def _put_changed(self, planned: list[tuple[TaskDocument, str]]) -> None:
+        previous = self.checkpoint.get_many(key for _, key in planned)
+        for doc, key in planned:
+            before = previous.get(key)
+            action = plan_document(doc, key, before)
+            if action.kind != "skip":
+                self._apply(action, doc.fingerprint)
+                continue
+            self._summary.unchanged += 1
+            if doc.fingerprint and before is not None and before.fingerprint != doc.fingerprint \
+                    and not self.options.dry_run:
+                self.checkpoint.record_fingerprint(key, doc.fingerprint)
+
+    def _remove(self, gone: list[Entry]) -> None:
+        summary = self._summary
+        if gone and not self.source.complete:
+            summary.orphaned += len(gone)
+            summary.notes.append(f"{len(gone)} deletion(s) held back: some files are still being "
+                                 "written or cannot be read")
+            return
+        removals, held_back = plan_removals(gone, self.options.delete, summary.failed > 0, self.options.max_delete)
+        if held_back:
+            summary.notes.append(held_back)
+            if "max_delete" in held_back:
+                summary.fail(held_back)
+        for action in removals:
+            if action.kind == "orphan":
+                summary.orphaned += 1
+                if self.options.dry_run:
+                    summary.plan.append(action)
+            else:
+                self._apply(action)
+        self._drain()
+
+    def _apply(self, action: Action, fingerprint: str = "") -> None:
+        # The one place that touches the store: a dry run stops here.
+        summary = self._summary
+        if self.options.dry_run:
+            summary.plan.append(action)
+            if action.kind == "put":
+                summary.written += 1
+            elif action.kind == "delete":
+                summary.deleted += 1
+            return
+        store = self.store
+        if action.kind == "put":
+            doc = action.document
+
+            def op() -> None:
+                store.put(action.key, doc.body, doc.sha256)
+        else:
+            def op() -> None:
+                store.delete(action.key)
+        self.transfers.submit(op, (action, fingerprint), self._done)
+
+    def _done(self, tag: tuple[Action, str], future: Future) -> None:
+        action, fingerprint = tag
+        summary = self._summary
+        exc = future.exception()
+        if exc is None:
+            if action.project_id is not None:
+                summary.changed_projects.add(action.project_id)
+            if action.kind == "put":
+                doc = action.document
+                self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,
+                                           len(doc.body), fingerprint)
+                summary.written += 1
+            else:
+                self.checkpoint.record_delete(action.key)
+                summary.deleted += 1
+            return
+        if isinstance(exc, StoreError) and exc.fatal:
+            self._fatal.append(exc)
+            self.stop.set()
+        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}", action.task_id)
+
+
+def resync(source: Source, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
+           progress: Callable[[int, int], None] | None = None,
+           stop: threading.Event | None = None) -> Summary:
+    """One full reconcile (``syncd resync``)."""
+    syncer = Syncer(source, store, checkpoint, options, stop)
+    try:
+        return syncer.full(progress)
+    finally:
+        syncer.close()
+
+
+def adopt_remote_state(store: Store, checkpoint: Checkpoint, key_template: str) -> int:
+    """Replace the checkpoint with what the target holds (``--verify-remote``).
+
+    For a lost or new state file, or a bucket someone else touched: the store's listing and
+    stored hashes become the truth, so only what differs is uploaded. Objects whose key the
+    template could not have produced are not syncd's and are left alone. Returns how many
+    objects were adopted.
+    """
+    pattern = template_pattern(key_template)
+    checkpoint.forget_all()
+    adopted = 0
+    for info in store.list(template_prefix(key_template)):
+        match = pattern.match(info.key)
+        if not match:
+            continue
+        project = match.groupdict().get("project_id")
+        checkpoint.record_put(info.key, int(match["task_id"]),
+                              int(project) if project and project.isdigit() else None,
+                              info.sha256 or "", info.size)
+        adopted += 1
+    checkpoint.flush()
+    log.info("verify-remote: %d objects found at the target", adopted)
+    return adopted
