@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -99,7 +100,7 @@ def _with_db(url: str, name: str) -> str:
 
 @pytest.fixture
 def pg_label_studio(pg_server: str, fixtures_dir: Path):
-    """A fresh temporary PostgreSQL database loaded from the fixture's ``postgres.sql``."""
+    """A fresh temporary PostgreSQL database loaded from the fixture's ``postgres.sql`` (kept gzipped)."""
     import psycopg
 
     name = f"syncd_test_{uuid.uuid4().hex[:10]}"
@@ -107,8 +108,9 @@ def pg_label_studio(pg_server: str, fixtures_dir: Path):
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_db(pg_server, name)
     try:
-        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(fixtures_dir / "postgres.sql")],
-                       check=True, capture_output=True, text=True, timeout=120)
+        dump = gzip.decompress((fixtures_dir / "postgres.sql.gz").read_bytes())
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"], input=dump,
+                       check=True, capture_output=True, timeout=120)
         yield url
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:

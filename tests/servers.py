@@ -1,6 +1,10 @@
 """Real storage servers for the tests, as session-scoped pytest fixtures.
 
-  s3_service     moto's standalone S3 server (``moto.server.ThreadedMotoServer``), in this process
+  s3_service     moto's standalone S3 server (``moto.server.ThreadedMotoServer``), in this process;
+                 stores upload through syncd's lean signed PUT
+  s3_boto3_service  the same server; stores upload through plain boto3 (``S3Store.lean_put = False``)
+  s3_auth_service   another moto server, in a subprocess, that checks every request's signature
+                 (an IAM user's keys; moto's reset-auth, as INITIAL_NO_AUTH_ACTION_COUNT=0 would)
   gcs_service    gcp-storage-emulator, in this process, in memory
   azure_service  Azurite's blob service (npm package ``azurite``, installed by ``npm ci``), a subprocess
   local_service  plain directories under pytest's tmp_path_factory
@@ -33,6 +37,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -289,6 +294,9 @@ class Service:
         """Every key in the bucket, as the vendor's SDK lists it."""
         raise NotImplementedError
 
+    def configure(self, store: Any) -> None:
+        """Set up a store opened on this service the way this variant tests it."""
+
     def put_foreign(self, bucket: str, key: str, data: bytes) -> None:
         """Write an object as another tool would: no syncd metadata."""
         raise NotImplementedError
@@ -336,11 +344,13 @@ def local_service_fixture(tmp_path_factory: pytest.TempPathFactory) -> LocalServ
 
 
 class S3Service(Service):
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, access_key: str = "testing", secret_key: str = "testing", *,
+                 lean_put: bool = True):
+        self.access_key, self.secret_key, self.lean_put = access_key, secret_key, lean_put
         env: Env = {
             **_LOOPBACK_ENV,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key,
             "AWS_SESSION_TOKEN": None,
             "AWS_SECURITY_TOKEN": None,
             "AWS_PROFILE": None,
@@ -365,7 +375,10 @@ class S3Service(Service):
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+    def configure(self, store: Any) -> None:
+        store.lean_put = self.lean_put
 
     def create_bucket(self, bucket: str) -> None:
         self.client().create_bucket(Bucket=bucket)
@@ -419,6 +432,57 @@ def s3_service_fixture() -> Iterator[S3Service]:
         yield S3Service(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", name="s3_boto3_service")
+def s3_boto3_service_fixture(s3_service: S3Service) -> S3Service:
+    return S3Service(s3_service.endpoint, lean_put=False)
+
+
+@pytest.fixture(scope="session", name="s3_auth_service")
+def s3_auth_service_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """moto in a process of its own (its auth switch is global to a process) with request
+    authentication on: an IAM user allowed s3:* signs every request; a wrong signature or key
+    is refused as AWS refuses it."""
+    try:
+        import boto3
+        import requests
+    except ImportError as exc:
+        service_unavailable("S3 with authentication (moto server)", f"Python package {exc.name!r} is not "
+                            "installed; run: pip install boto3 'moto[server]'")
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("moto_auth_server.py")), "-H", "127.0.0.1", "-p", str(port)]
+    with server_process("S3 with authentication (moto server)", command, port, tmp_path_factory.mktemp("moto")):
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        iam.create_user(UserName="syncd")
+        iam.put_user_policy(UserName="syncd", PolicyName="syncd-s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="syncd")["AccessKey"]
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+        yield S3Service(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+@contextlib.contextmanager
+def server_process(service: str, command: list[str], port: int, workdir: Path) -> Iterator[None]:
+    """Run a test server's ``command`` in ``workdir`` until the block ends; the service is
+    unavailable (skip or fail) when nothing listens on ``port`` within 30 s."""
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_for_port(port, 30, proc):
+            tail = " ".join(log_path.read_text(errors="replace").split()[-40:])
+            service_unavailable(service, f"{command[0]} did not start on 127.0.0.1:{port}: {tail}")
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # GCS ---------------------------------------------------------------------------------------------
@@ -569,29 +633,14 @@ def azure_service_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     command = _azurite_command()
     if command is None:
         service_unavailable("Azure (Azurite)", f"Azurite is not installed; run `npm ci` in {REPO_ROOT}")
-    workdir = tmp_path_factory.mktemp("azurite")
     port = free_port()
-    log_path = workdir / "azurite.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*command, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-             "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"],
-            cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        if not wait_for_port(port, 30, proc):
-            tail = " ".join(log_path.read_text(errors="replace").split()[-40:])
-            service_unavailable("Azure (Azurite)", f"azurite-blob did not start on 127.0.0.1:{port}: {tail}")
+    with server_process("Azure (Azurite)", [*command, "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                        "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+                        "--silent"], port, tmp_path_factory.mktemp("azurite")):
         yield AzureService(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-CLOUD_SERVICES = ("s3", "gcs", "azure")
+CLOUD_SERVICES = ("s3", "s3_boto3", "s3_auth", "gcs", "azure")
 ALL_SERVICES = ("local", *CLOUD_SERVICES)
 
 

@@ -105,7 +105,7 @@ def test_every_registered_store_implements_the_interface(scheme):
 
 
 def test_test_doubles_implement_the_store_interface():
-    from tests.test_bundles import RecordingStore
+    from tests.bundles.test_build import RecordingStore
 
     assert check_implements(RecordingStore, Store) == []
 

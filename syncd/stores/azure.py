@@ -36,13 +36,10 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettin
 from urllib3.util.retry import Retry as Urllib3Retry
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.base import ObjectInfo
 from syncd.stores.cloud import (
     DEFAULT_MAX_ATTEMPTS,
-    PROBE_DATA,
-    PROBE_SHA256,
-    PerProcess,
-    probe_round_trip,
+    CloudStore,
 )
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
@@ -64,22 +61,20 @@ _NO_CONTAINER = {"ContainerNotFound", "ContainerBeingDeleted", "ContainerDisable
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
-class AzureStore(RetryingStore):
+class AzureStore(CloudStore):
     """One container and blob-name prefix in an Azure storage account."""
+
+    scheme, service, noun = "azure", "Azure", "container"
+    probe_hint = "check the account"
 
     def __init__(self, url: str, container: str, prefix: str, *, connection_string: str | None = None,
                  account_url: str | None = None, credential: Any = None, use_default_credential: bool = False,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
-        self.url = f"azure://{container}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
-        self.container = container
-        self.prefix = prefix
-        self.transfers = max(1, transfers)
         self._connection_string = connection_string
         self._account_url = account_url
         self._credential = credential
         self._use_default_credential = use_default_credential
-        self._max_attempts = max_attempts
-        self._clients = PerProcess(self._make_client)
+        self._target(container, prefix, max_attempts, transfers)
         self._client()  # a malformed connection string or URL shows now, as a ConfigError; no request
 
     @classmethod
@@ -131,13 +126,11 @@ class AzureStore(RetryingStore):
                               "(DefaultAzureCredential) needs an https:// account_url")
         return cls(url, container, prefix, account_url=account_url, use_default_credential=True, **common)
 
-    def __repr__(self) -> str:
-        return f"AzureStore({self.url!r})"
+    @property
+    def container(self) -> str:
+        return self.bucket
 
     # -- the client, made again in a forked child ------------------------------------------------------
-
-    def _client(self) -> ContainerClient:
-        return self._clients.get()
 
     def _make_client(self) -> ContainerClient:
         session = requests.Session()
@@ -215,20 +208,7 @@ class AzureStore(RetryingStore):
             if not token:
                 return
 
-    def check_writable(self) -> None:
-        probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
-                         f"Azure container {self.container!r} accepted a test blob at {{where}} but does not "
-                         "return it; check the account")
-
-    def close(self) -> None:
-        client = self._clients.take()
-        if client is not None:
-            client.close()
-
     # -- errors ----------------------------------------------------------------------------------
-
-    def _where(self, key: str) -> str:
-        return f"azure://{self.container}/{self.prefix}{key}"
 
     def _account(self) -> str:
         client = self._clients.current

@@ -1,4 +1,5 @@
-"""What the cloud adapters share: target URLs, option checks, error text, the write probe."""
+"""What the cloud adapters share: ``CloudStore`` (one bucket or container and a key prefix, an SDK
+client per process, the write probe), target URLs, option checks and error text."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import DEFAULT_MAX_ATTEMPTS
+from syncd.stores.base import DEFAULT_MAX_ATTEMPTS, RetryingStore
 
 # check_writable writes and removes an object with this name prefix; listings skip leftovers.
 PROBE_MARKER = ".syncd-write-check-"
@@ -116,3 +117,45 @@ class PerProcess:
         with self._lock:
             client, self._client = self._client, None
             return client
+
+
+class CloudStore(RetryingStore):
+    """One bucket (an Azure container) and key prefix. A subclass names its ``scheme``, ``service``
+    and ``noun``, makes its SDK client in ``_make_client`` and calls ``_target`` first."""
+
+    scheme = ""  # of its URLs: s3, gs, azure
+    service = ""  # for messages: S3, GCS, Azure
+    noun = "bucket"
+    probe_hint = "check the endpoint and the bucket's settings"  # when the probe object is not returned
+
+    def _target(self, bucket: str, prefix: str, max_attempts: int, transfers: int) -> None:
+        self.url = f"{self.scheme}://{bucket}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
+        self.bucket = bucket
+        self.prefix = prefix
+        self.transfers = max(1, transfers)
+        self._max_attempts = max_attempts
+        self._clients = PerProcess(self._make_client)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    def _where(self, key: str) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}{key}"
+
+    def _client(self) -> Any:
+        return self._clients.get()
+
+    def _make_client(self) -> Any:
+        raise NotImplementedError
+
+    def _probe_put(self, key: str) -> None:
+        self.put(key, PROBE_DATA, PROBE_SHA256)
+
+    def check_writable(self) -> None:
+        probe_round_trip(self, self._probe_put, f"{self.service} {self.noun} {self.bucket!r} accepted a test object "
+                         f"at {{where}} but does not return it; {self.probe_hint}")
+
+    def close(self) -> None:
+        client = self._clients.take()
+        if client is not None:
+            client.close()

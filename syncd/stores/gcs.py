@@ -28,13 +28,10 @@ from google.cloud import storage
 from google.cloud.storage.retry import _should_retry  # the library's own rule: 408/429/5xx, network
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.base import ObjectInfo
 from syncd.stores.cloud import (
     DEFAULT_MAX_ATTEMPTS,
-    PROBE_DATA,
-    PROBE_SHA256,
-    PerProcess,
-    probe_round_trip,
+    CloudStore,
 )
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
@@ -49,18 +46,16 @@ SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class GCSStore(RetryingStore):
+class GCSStore(CloudStore):
     """One bucket and object-name prefix on Google Cloud Storage."""
+
+    scheme, service = "gs", "GCS"
+    probe_hint = "check STORAGE_EMULATOR_HOST and the bucket's settings"
 
     def __init__(self, url: str, bucket: str, prefix: str, *, project: str | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
-        self.url = f"gs://{bucket}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
-        self.bucket = bucket
-        self.prefix = prefix
-        self.transfers = max(1, transfers)
         self._project = project
-        self._max_attempts = max_attempts
-        self._clients = PerProcess(self._make_client)
+        self._target(bucket, prefix, max_attempts, transfers)
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> GCSStore:
@@ -75,14 +70,8 @@ class GCSStore(RetryingStore):
         return cls(url, bucket, prefix, project=project,
                    max_attempts=_max_attempts(url, "gcs", options.get("max_attempts")), transfers=transfers)
 
-    def __repr__(self) -> str:
-        return f"GCSStore({self.url!r})"
-
     # -- the client: made on first use (finding credentials may ask the metadata server), and made
     #    again in a forked child --------------------------------------------------------------------
-
-    def _client(self) -> storage.Client:
-        return self._clients.get()
 
     def _make_client(self) -> storage.Client:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(self.transfers, 10))
@@ -160,25 +149,12 @@ class GCSStore(RetryingStore):
             if not token:
                 return
 
-    def check_writable(self) -> None:
-        probe_round_trip(self, lambda probe: self.put(probe, PROBE_DATA, PROBE_SHA256),
-                         f"GCS bucket {self.bucket!r} accepted a test object at {{where}} but does not return "
-                         "it; check STORAGE_EMULATOR_HOST and the bucket's settings")
-
-    def close(self) -> None:
-        client = self._clients.take()
-        if client is not None:
-            client.close()
-
     # -- helpers -----------------------------------------------------------------------------------
 
     @staticmethod
     def _info(key: str, blob: Any) -> ObjectInfo:
         sha = str((blob.metadata or {}).get("sha256", "")).lower()
         return ObjectInfo(key=key, size=int(blob.size or 0), sha256=sha if _SHA256.fullmatch(sha) else None)
-
-    def _where(self, key: str) -> str:
-        return f"gs://{self.bucket}/{self.prefix}{key}"
 
     def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
         if isinstance(exc, StoreError):

@@ -24,13 +24,12 @@ import urllib3
 from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
-from syncd.stores.base import ObjectInfo, RetryingStore
+from syncd.stores.base import ObjectInfo
 from syncd.stores.cloud import (
     DEFAULT_MAX_ATTEMPTS,
     PROBE_DATA,
     PROBE_SHA256,
-    PerProcess,
-    probe_round_trip,
+    CloudStore,
 )
 from syncd.stores.cloud import is_object_key as _is_object_key
 from syncd.stores.cloud import max_attempts as _max_attempts
@@ -64,27 +63,23 @@ _NO_CREDENTIALS = (botocore.exceptions.NoCredentialsError, botocore.exceptions.P
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class S3Store(RetryingStore):
+class S3Store(CloudStore):
     """One bucket and key prefix on S3 or an S3-compatible service.
 
     ``lean_put``: upload through ``SignedPut`` once ``check_writable`` learned its request (the
     default); False keeps every upload on boto3's ``put_object``."""
 
     lean_put = True
+    scheme, service = "s3", "S3"
 
     def __init__(self, url: str, bucket: str, prefix: str, *, endpoint_url: str | None = None,
                  region: str | None = None, addressing_style: str = "auto", profile: str | None = None,
                  sse: str | None = None, kms_key_id: str | None = None, storage_class: str | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
-        self.url = f"s3://{bucket}/{prefix}".rstrip("/")  # canonical: checkpoints are keyed by it
-        self.bucket = bucket
-        self.prefix = prefix
-        self.transfers = max(1, transfers)
         self._endpoint_url = endpoint_url
         self._region = region
         self._addressing_style = addressing_style
         self._profile = profile
-        self._max_attempts = max_attempts
         self._put_args: dict[str, str] = {}
         if sse:
             self._put_args["ServerSideEncryption"] = sse
@@ -92,7 +87,7 @@ class S3Store(RetryingStore):
             self._put_args["SSEKMSKeyId"] = kms_key_id
         if storage_class:
             self._put_args["StorageClass"] = storage_class
-        self._clients = PerProcess(self._make_client)
+        self._target(bucket, prefix, max_attempts, transfers)
         self._credentials: Any = None
         self._signed_put: SignedPut | None = None  # learned by check_writable
         self._client()  # a wrong profile or endpoint shows now, as a ConfigError; no request is made
@@ -126,13 +121,7 @@ class S3Store(RetryingStore):
                    kms_key_id=opts.get("kms_key_id"), storage_class=opts.get("storage_class"),
                    max_attempts=_max_attempts(url, "s3", opts.get("max_attempts")), transfers=transfers)
 
-    def __repr__(self) -> str:
-        return f"S3Store({self.url!r})"
-
     # -- the client, created again in a forked child (boto3 clients are not fork-safe) -------------
-
-    def _client(self) -> Any:
-        return self._clients.get()
 
     def _make_client(self) -> Any:
         try:
@@ -175,8 +164,8 @@ class S3Store(RetryingStore):
             log.info("S3 target %s: using boto3 for every upload", self.url)
             self._signed_put = None
 
-    def _learn_signed_put(self, key: str) -> None:
-        """Put ``key`` through boto3 and learn the request's shape (see s3_signed_put)."""
+    def _probe_put(self, key: str) -> None:
+        """Put the probe object through boto3 and learn the request's shape (see s3_signed_put)."""
         client = self._client()
         seen: dict[str, Any] = {}
 
@@ -252,23 +241,12 @@ class S3Store(RetryingStore):
                     return
                 request["ContinuationToken"] = token
 
-    def check_writable(self) -> None:
-        # The probe's PutObject also teaches the lean upload path boto3's request (s3_signed_put).
-        probe_round_trip(self, self._learn_signed_put,
-                         f"S3 bucket {self.bucket!r} accepted a test object at {{where}} but does not return "
-                         "it; check the endpoint and the bucket's settings")
-
     def close(self) -> None:
-        client = self._clients.take()
-        if client is not None:
-            client.close()
+        super().close()
         if self._signed_put is not None:
             self._signed_put.close()
 
     # -- errors ----------------------------------------------------------------------------------
-
-    def _where(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
         if isinstance(exc, StoreError):

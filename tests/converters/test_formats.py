@@ -11,8 +11,7 @@ import pytest
 
 import converters
 from converters import ConvertOptions, FormatNotApplicable, parse_label_config
-
-from .converters_helpers import (
+from tests.converters_helpers import (
     EXPORTS,
     FIXTURES,
     PROJECTS,
@@ -23,7 +22,7 @@ from .converters_helpers import (
     read_png_gray8,
     xml_tree,
 )
-from .converters_helpers import run as run_cli
+from tests.converters_helpers import run as run_cli
 
 pytestmark = needs_fixtures
 

@@ -6,7 +6,7 @@ import json
 import sqlite3
 
 from tests.conftest import run_syncd
-from tests.daemon_helpers import RunningSyncd, add_annotation, wait_for
+from tests.daemon_helpers import RunningSyncd, add_annotation, read_json, wait_for
 
 
 def latest(out, project_id: int, fmt: str) -> dict | None:
@@ -66,3 +66,51 @@ def test_daemon_rebuilds_bundles_after_the_debounce(ls_db, tmp_path):
         wait_for(lambda: builds() == [second["build_id"]], 15, "only the new build left")
     finally:
         assert daemon.stop() == 0, daemon.logs()
+
+
+def test_a_slow_bundle_build_does_not_hold_up_syncing(ls_db, tmp_path, monkeypatch):
+    """Bundles are built off the sync loop: while a COCO build takes seconds, a change made
+    during it still reaches the target within a second."""
+    import dataclasses
+    import threading
+    import time
+
+    import converters
+    from syncd import config as config_mod
+    from syncd.daemon import Daemon
+
+    coco = converters.get("COCO")
+    building, release = threading.Event(), threading.Event()
+    convert = coco.convert_fn
+
+    def slow_convert(*args, **kwargs):
+        building.set()
+        release.wait(20)  # a build of many tasks
+        return convert(*args, **kwargs)
+
+    monkeypatch.setitem(converters.base._REGISTRY, "COCO", dataclasses.replace(coco, convert_fn=slow_convert))
+    out = tmp_path / "out"
+    cfg = config_mod.from_mapping({"db": f"sqlite:///{ls_db}", "target": str(out), "state": str(tmp_path / "s"),
+                                   "listen": "", "poll_interval": 0.2, "reconcile_interval": 60,
+                                   "predictions": "ids", "bundles": {"formats": ["COCO"], "debounce": 0}})
+    daemon = Daemon(cfg, lambda: cfg)
+    runner = threading.Thread(target=daemon.serve, daemon=True)
+    runner.start()
+    try:
+        wait_for(building.is_set, 30, "a bundle build to start")
+        wait_for(lambda: daemon.health.get()[0], 10, "the daemon to be in step")
+        conn = sqlite3.connect(ls_db)
+        annotation = add_annotation(conn, 11, [{"value": {"x": 1}}])
+        conn.close()
+        changed = time.monotonic()
+        wait_for(lambda: annotation in {a["id"] for a in (read_json(out / "11.json") or {}).get("annotations", [])},
+                 5, "the change to reach the target")
+        latency = time.monotonic() - changed
+        assert not release.is_set() and building.is_set()  # the build is still running
+        assert latency < 1.0, f"the change took {latency:.2f}s while a bundle was being built"
+    finally:
+        release.set()
+        daemon.shutdown()
+        runner.join(20)
+    assert not runner.is_alive()
+    assert latest(out, 2, "COCO") is not None  # and the held-up build was published in the end

@@ -19,8 +19,7 @@ import pytest
 import converters
 from converters import coco, fastio, images, inputs, items, jsonstream, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
-
-from .converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
+from tests.converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
 
 HAVE_ORJSON = jsonstream.have_orjson()
 

@@ -12,8 +12,8 @@ import pytest
 
 from converters import inputs
 from syncd.cli.convert import is_database_url
-
-from .converters_helpers import EXPORTS, files_under, needs_fixtures, run
+from tests.conftest import REPO
+from tests.converters_helpers import EXPORTS, files_under, needs_fixtures, run
 
 pytestmark = needs_fixtures
 
@@ -126,9 +126,8 @@ def test_formats_with_missing_config_exits_2(tmp_path, capsys):
 def test_python_dash_m(tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     proc = subprocess.run([sys.executable, "-m", "syncd", "formats", "--label-config",
                            str(EXPORTS / "text-ner" / "label_config.xml")], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and "CONLL2003       yes" in proc.stdout
@@ -136,7 +135,7 @@ def test_python_dash_m(tmp_path):
 
 # ------------------------------------------------------------------ database input
 
-EXAMPLE_DB = Path(__file__).resolve().parents[1] / "examples" / "label_studio.sqlite3"
+EXAMPLE_DB = REPO / "examples" / "label_studio.sqlite3"
 
 
 def _label_files(root: Path) -> dict[str, bytes]:

@@ -8,15 +8,17 @@ import pytest
 
 from tests.conftest import exported_tasks, fixture_projects, run_syncd
 from tests.servers import (
-    ALL_SERVICES,
     azure_service_fixture,  # noqa: F401  (pytest fixtures, registered under their own names)
     gcs_service_fixture,  # noqa: F401
     get_service,
     local_service_fixture,  # noqa: F401
+    s3_auth_service_fixture,  # noqa: F401
     s3_service_fixture,  # noqa: F401
 )
 
-SECTION = {"local": None, "s3": "s3", "gcs": "gcs", "azure": "azure"}
+# Each backend through the command line, S3 also against a server that checks every signature.
+SERVICES = ("local", "s3", "s3_auth", "gcs", "azure")
+SECTION = {"local": None, "s3": "s3", "s3_auth": "s3", "gcs": "gcs", "azure": "azure"}
 
 
 def expected_documents(fixtures_dir, engine: str) -> dict[str, dict]:
@@ -43,7 +45,7 @@ def write_config(tmp_path, service_name: str, url: str, options: dict, db: str) 
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
-@pytest.mark.parametrize("service_name", ALL_SERVICES)
+@pytest.mark.parametrize("service_name", SERVICES)
 def test_resync_into_each_store(request, service_name, engine, tmp_path, fixtures_dir, ls_db):
     service = get_service(request, service_name)
     db = f"sqlite:///{ls_db}" if engine == "sqlite" else request.getfixturevalue("pg_label_studio")
@@ -73,7 +75,7 @@ def test_resync_into_each_store(request, service_name, engine, tmp_path, fixture
         assert secret not in state and secret not in first.stdout + first.stderr
 
 
-@pytest.mark.parametrize("service_name", ALL_SERVICES)
+@pytest.mark.parametrize("service_name", SERVICES)
 def test_check_against_each_store(request, service_name, tmp_path, ls_db):
     service = get_service(request, service_name)
     bucket = service.new_bucket()
