@@ -106,7 +106,35 @@ def build_document(rows: TaskRows, project: Project | None, users: dict[int, Use
     """Turn one task's rows into its document; ``BadTask`` if a row cannot be read."""
     if rows.errors:
         raise BadTask(rows.id, "; ".join(rows.errors) + " (fix the row in Label Studio; "
-                      "the other tasks still sync)")
+                      "the other tasks still sync)", rows.project_id)
+    try:
+        return _build(rows, project, users, options)
+    except BadTask as exc:
+        column = _unencodable_column(rows)
+        if column is None:
+            raise
+        raise BadTask(rows.id, f"{column} {str(exc).split(': ', 1)[1]}; fix the row in Label Studio, the other "
+                      "tasks still sync", rows.project_id) from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:  # rows unlike Label Studio's
+        raise BadTask(rows.id, f"its rows cannot be made into a document ({type(exc).__name__}: {exc})",
+                      rows.project_id) from None
+
+
+def _unencodable_column(rows: TaskRows) -> str | None:
+    """Which ``table.column of row N`` holds what JSON cannot hold (for the error line)."""
+    tables = [("task", [rows.task]), ("task_completion", rows.annotations), ("prediction", rows.predictions),
+              ("tasks_annotationdraft", rows.drafts)]
+    for table, table_rows in tables:
+        for row in table_rows:
+            for column, value in row.items():
+                try:
+                    json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+                except (ValueError, RecursionError, UnicodeEncodeError, TypeError):
+                    return f"{table}.{column} of row {row.get('id', '?')}"
+    return None
+
+
+def _build(rows: TaskRows, project: Project | None, users: dict[int, User], options: DocumentOptions) -> TaskDocument:
     task = rows.task
     doc: dict[str, Any] = {"id": task["id"]}
     doc["annotations"] = [_fields(a, ANNOTATION_FIELDS) for a in rows.annotations]
@@ -130,8 +158,12 @@ def build_document(rows: TaskRows, project: Project | None, users: dict[int, Use
 def encode_document(task_id: int, project_id: int | None, doc: dict[str, Any], fingerprint: str = "") -> TaskDocument:
     try:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:  # NaN/Infinity cannot be written as JSON
-        raise BadTask(task_id, f"cannot be written as JSON ({exc})") from None
+    except ValueError as exc:  # NaN/Infinity (a number JSON cannot hold, such as 1e400)
+        raise BadTask(task_id, f"cannot be written as JSON ({exc})", project_id) from None
+    except RecursionError:
+        raise BadTask(task_id, "nests too deep to be written as JSON", project_id) from None
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \ud800 escape
+        raise BadTask(task_id, f"holds text that cannot be written as UTF-8 ({exc.reason})", project_id) from None
     return TaskDocument(task_id, project_id, body, hashlib.sha256(body).hexdigest(), fingerprint)
 
 

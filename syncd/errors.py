@@ -20,9 +20,11 @@ class SourceError(SyncdError):
 class BadTask(SyncdError):
     """One task cannot be turned into a document; the others still sync."""
 
-    def __init__(self, task_id: int, message: str):
-        super().__init__(f"task {task_id}: {message}")
+    def __init__(self, task_id: int, message: str, project_id: int | None = None):
+        where = f"task {task_id}" if project_id is None else f"task {task_id} (project {project_id})"
+        super().__init__(f"{where}: {message}")
         self.task_id = task_id
+        self.project_id = project_id
 
 
 class StoreError(SyncdError):

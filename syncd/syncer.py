@@ -15,6 +15,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class Summary:
     orphaned: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)  # failures by reason (syncd_failures_total)
     failed_tasks: set[int] = field(default_factory=set)
     changed_projects: set[int] = field(default_factory=set)  # projects with a written or deleted object
     notes: list[str] = field(default_factory=list)
@@ -64,8 +66,12 @@ class Summary:
     def ok(self) -> bool:
         return self.failed == 0
 
-    def fail(self, message: str, task_id: int | None = None) -> None:
+    def fail(self, message: str, task_id: int | None = None, reason: str = "write") -> None:
+        """Count one failure: ``reason`` is ``write`` (the store refused an object), ``task`` (a
+        task's rows cannot be read), ``key`` (the key template makes an unsafe key), ``source``
+        (a file of the source cannot be read), ``bundle`` or ``other``."""
         self.failed += 1
+        self.reasons[reason] += 1
         self.failures.append(message)
         if task_id is not None:
             self.failed_tasks.add(task_id)
@@ -204,7 +210,7 @@ class Syncer:
         problems = self.source.problems
         for problem in problems:
             if problem not in self._reported:
-                self._summary.fail(problem)
+                self._summary.fail(problem, reason="source")
         self._reported = set(problems)
         self._summary.seconds = time.monotonic() - self._started
         return self._summary
@@ -227,12 +233,12 @@ class Syncer:
             try:
                 key = self._render(doc.task_id, doc.project_id) if isinstance(doc, TaskDocument) else None
             except UnsafeKey as exc:
-                self._summary.fail(f"task {doc.task_id}: unsafe key ({exc}); change key_template", doc.task_id)
+                self._summary.fail(f"task {doc.task_id}: unsafe key ({exc}); change key_template", doc.task_id, "key")
                 continue
             if isinstance(doc, BadTask):
                 # A task that cannot be built keeps its object: mark its key seen.
                 seen.update(e.key for e in self.checkpoint.for_tasks([doc.task_id]))
-                self._summary.fail(str(doc), doc.task_id)
+                self._summary.fail(str(doc), doc.task_id, "task")
                 continue
             seen.add(key)
             planned.append((doc, key))
@@ -265,7 +271,7 @@ class Syncer:
         if held_back:
             summary.notes.append(held_back)
             if "max_delete" in held_back:
-                summary.fail(held_back)
+                summary.fail(held_back, reason="other")
         for action in removals:
             if action.kind == "orphan":
                 summary.orphaned += 1

@@ -133,6 +133,8 @@ def build_and_publish(store: Store, project: Project, tasks: TaskSource, config:
     """
     wanted = list(config.formats if formats is None else [converters.get(f).name for f in formats])
     try:
+        if project.label_config_error:
+            raise LabelConfigError(project.label_config_error)
         label_config = parse_label_config(project.label_config or "")
     except LabelConfigError as exc:
         message = f"the project's labeling config cannot be read ({exc})"

@@ -54,12 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    """0: every task converted; 1: some were skipped (each named on stderr); 2: nothing could be."""
+    warn.count = 0
     try:
         converter = converters.get(args.format)
         if is_database_url(args.input):
             with _database_tasks(args.input, args.project, args.label_config) as (config, tasks):
                 _convert(args, converter, config, tasks)
-            return 0
+            return 1 if warn.count else 0
         if args.project is not None:
             raise InputError(f"{args.input}: --project only applies when INPUT is a database "
                              "(sqlite:///path/label_studio.sqlite3, postgresql://...)")
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if converter.name == "JSON":  # Label Studio's export shape: bare prediction and user ids
             tasks = (label_studio_export(t) if isinstance(t, dict) else t for t in tasks)
         _convert(args, converter, config, tasks)
-        return 0
+        return 1 if warn.count else 0
     except (ConverterError, LabelConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -92,8 +94,17 @@ def is_database_url(value: str) -> bool:
     return "://" not in value and value.lower().endswith(_DB_SUFFIXES) and not Path(value).is_dir()
 
 
-def warn(task_id: object, message: str) -> None:
-    print(f"warning: task {task_id} skipped: {message}", file=sys.stderr)
+class _Warn:
+    """Prints one line per skipped task and counts them (for the exit code)."""
+
+    count = 0
+
+    def __call__(self, task_id: object, message: str) -> None:
+        self.count += 1
+        print(f"warning: task {task_id} skipped: {message}", file=sys.stderr)
+
+
+warn = _Warn()
 
 
 def read_label_config(path: str) -> LabelConfig:

@@ -95,5 +95,5 @@ def _publish_bundles(cfg: Config, store, summary: Summary) -> str | None:
         return None
     count = {status: sum(1 for b in bundles if b.status == status) for status in ("published", "skipped", "failed")}
     if count["failed"]:
-        summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)")
+        summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)", reason="bundle")
     return f"bundles: {count['published']} published, {count['skipped']} skipped, {count['failed']} failed"

@@ -1,24 +1,10 @@
 """Prometheus metrics: one vocabulary for ``syncd run``'s ``/metrics`` and ``syncd resync
 --metrics-file``, in a registry of syncd's own.
 
-A *run* is one pass of the syncer: a whole ``resync``, or one cycle of the daemon.
-
-| metric | type | meaning |
-|---|---|---|
-| ``syncd_tasks_scanned_total`` | counter | labeled tasks looked at |
-| ``syncd_objects_written_total`` | counter | documents written to the target |
-| ``syncd_objects_unchanged_total`` | counter | documents already up to date (not written) |
-| ``syncd_objects_deleted_total`` | counter | objects deleted from the target |
-| ``syncd_failures_total{reason}`` | counter | failures: ``write``, ``storage``, ``database``, ``bundle``, ``other`` |
-| ``syncd_objects_orphaned`` | gauge | objects of unlabeled or deleted tasks left in place (last full pass) |
-| ``syncd_last_run_success`` | gauge | 1 if the last run wrote everything |
-| ``syncd_last_run_timestamp_seconds`` | gauge | when the last run ended |
-| ``syncd_last_run_duration_seconds`` | gauge | how long the last run took |
-| ``syncd_last_success_timestamp_seconds`` | gauge | when a run last ended without errors |
-| ``syncd_tasks_tracked`` | gauge | objects recorded in the checkpoint |
-| ``syncd_seconds_behind`` | gauge | ``run``: seconds since the oldest change not yet in the target |
-| ``syncd_queue_depth`` | gauge | ``run``: tasks waiting to be retried |
-| ``syncd_ready`` | gauge | ``run``: 1 when in step and source and target are reachable |
+A *run* is one pass of the syncer: a whole ``resync``, or one cycle of the daemon. The README's
+"Metrics" table lists every name; ``failures`` are counted by the reasons of ``Summary.fail``,
+plus ``storage`` and ``database`` for a run that stopped because the target or the database
+could not be used.
 """
 
 from __future__ import annotations
@@ -63,8 +49,8 @@ class Metrics:
         self.written.inc(summary.written)
         self.unchanged.inc(summary.unchanged)
         self.deleted.inc(summary.deleted)
-        if summary.failed:
-            self.failures.labels("write" if summary.failed_tasks else "other").inc(summary.failed)
+        for reason, count in summary.reasons.items():
+            self.failures.labels(reason).inc(count)
         if full:
             self.orphaned.set(summary.orphaned)
         now = time.time()

@@ -33,6 +33,7 @@ class Project:
     slug: str
     label_config: str = ""
     data_types: dict[str, Any] = field(default_factory=dict)
+    label_config_error: str | None = None  # why the labeling config cannot be used (its bundles fail)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def test_convert_directory_of_task_documents_with_a_bad_file(tmp_path, capsys):
         {"id": 1, "completed_by": 1, "result": [{"from_name": "label", "value": 7}]}]}), encoding="utf-8")
     rc = run(["convert", str(docs), "--format", "CONLL2003", "--label-config",
               str(EXPORTS / "text-ner" / "label_config.xml"), "--out", str(tmp_path / "out")])
-    assert rc == 0
+    assert rc == 1  # some tasks were skipped
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
     assert err[0].startswith("warning: task 999 skipped: 999.json:")

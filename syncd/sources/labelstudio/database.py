@@ -56,7 +56,22 @@ class Database:
         return column in self.columns(table)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """Run one SELECT (written with ``?`` placeholders) and return all rows."""
+        """Run one SELECT (written with ``?`` placeholders) and return all rows.
+
+        SQLite text that is not UTF-8 does not fail the query: it is read again with U+FFFD in
+        place of the bad bytes, as ``NotUtf8`` strings, so the caller can tell which values."""
+        try:
+            return self._query(sql, params)
+        except sqlite3.OperationalError as exc:
+            if "Could not decode to UTF-8" not in str(exc):
+                raise
+        self.conn.text_factory = _lenient_text
+        try:
+            return self._query(sql, params)
+        finally:
+            self.conn.text_factory = str
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple]:
         if self.dialect == "postgresql":
             sql = sql.replace("?", "%s")
         cur = self.conn.cursor()
@@ -87,6 +102,17 @@ class Database:
             self.conn.close()
         except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
             pass
+
+
+class NotUtf8(str):
+    """Text read from bytes that are not UTF-8, with U+FFFD in place of the bad bytes."""
+
+
+def _lenient_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8(data.decode("utf-8", "replace"))
 
 
 def mask_url(url: str) -> str:
@@ -200,6 +226,7 @@ def _connect_sqlite(url: str) -> Database:
 def _connect_postgres(url: str) -> Database:
     try:
         import psycopg
+        from psycopg.types.string import TextLoader
     except ImportError:
         raise ConfigError("db is PostgreSQL but the driver is not installed; run: "
                           "pip install 'labelstudio-syncd[postgres]'") from None
@@ -212,6 +239,10 @@ def _connect_postgres(url: str) -> Database:
                                options="-c default_transaction_read_only=on",
                                application_name="syncd")
         conn.read_only = True
+        # JSON is parsed by the source, value by value, so one value that cannot be read (nested
+        # deeper than the parser goes) fails its task only, not the whole batch.
+        for name in ("json", "jsonb"):
+            conn.adapters.register_loader(name, TextLoader)
         rows = conn.execute("SELECT table_name FROM information_schema.tables "
                             "WHERE table_schema = current_schema()").fetchall()
     except psycopg.Error as exc:
@@ -272,6 +303,22 @@ def format_timestamp(value: Any) -> str | None:
         return value.isoformat() + "Z"
     return str(value)
 
+
+
+def _row_errors() -> tuple[type[BaseException], ...]:
+    """What reading a row can raise that concerns that row only (a value the driver cannot
+    convert), not the connection."""
+    errors: list[type[BaseException]] = [ValueError, OverflowError, RecursionError, sqlite3.DataError]
+    try:
+        import psycopg
+
+        errors.append(psycopg.DataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+ROW_ERRORS = _row_errors()
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from syncd.errors import BadTask, SourceError
 from syncd.keys import slugify
 from syncd.sources.base import Cursor, Feed, Project, Wake, batched
 from syncd.sources.labelstudio import notify
-from syncd.sources.labelstudio.database import Column, Database, format_timestamp, sqlite_path
+from syncd.sources.labelstudio.database import ROW_ERRORS, Column, Database, NotUtf8, format_timestamp, sqlite_path
 from syncd.sources.watch import watch_paths
 
 log = logging.getLogger("syncd")
@@ -82,16 +83,43 @@ class LabelStudioSource:
     def documents(self, task_ids: Iterable[int] | None = None,
                   project_ids: Iterable[int] = ()) -> Iterator[TaskDocument | BadTask]:
         projects = list(project_ids)
-        batches = (self.read_batches(projects) if task_ids is None else
-                   (self.read_tasks(chunk, projects) for chunk in batched(task_ids, self.batch_size)))
+        chunks = self._labeled_ids(projects) if task_ids is None else batched(task_ids, self.batch_size)
         known = self.projects()
-        for batch in batches:
-            users = self._users_for(batch)
+        for chunk in chunks:
+            batch = self._read_isolated(chunk, projects)
+            users = self._users_for([rows for rows in batch if isinstance(rows, TaskRows)])
             for rows in batch:
+                if isinstance(rows, BadTask):
+                    yield rows
+                    continue
                 try:
                     yield build_document(rows, known.get(rows.project_id), users, self.options)
                 except BadTask as exc:
                     yield exc
+
+    def _read_isolated(self, ids: list[int], project_ids: list[int]) -> list[TaskRows | BadTask]:
+        """``read_tasks``; when a row of the batch cannot be read at all, each task on its own,
+        so that only the task the row belongs to fails (a lost connection still raises)."""
+        try:
+            return list(self.read_tasks(ids, project_ids))
+        except ROW_ERRORS as exc:
+            if len(ids) == 1:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                return [BadTask(ids[0], f"its rows cannot be read ({reason}); fix them in Label Studio, the "
+                                        "other tasks still sync")]
+        return [item for task_id in ids for item in self._read_isolated([task_id], project_ids)]
+
+    def _labeled_ids(self, project_ids: list[int]) -> Iterator[list[int]]:
+        """The ids of every labeled task, in id order, ``batch_size`` at a time."""
+        where, params = _labeled_filter(project_ids)
+        last_id = 0
+        while True:
+            ids = [r[0] for r in self.db.query(f"SELECT t.id FROM task t WHERE t.id > ? AND {where} "
+                                               "ORDER BY t.id LIMIT ?", [last_id, *params, self.batch_size])]
+            if not ids:
+                return
+            yield ids
+            last_id = ids[-1]
 
     def refresh(self) -> None:
         pass  # every read is a fresh short transaction
@@ -134,13 +162,18 @@ class LabelStudioSource:
             if isinstance(data_types, str):
                 try:
                     data_types = json.loads(data_types)
-                except ValueError:
+                except (ValueError, RecursionError):
                     data_types = {}
+            label_config = values.get("label_config") or ""
+            # A title or name with bytes that are not UTF-8 is shown with U+FFFD; a labeling
+            # config is not guessed at: the project's bundles fail, naming it.
+            problem = (f"project {values['id']}: its labeling config is not valid UTF-8 text; fix it in "
+                       "Label Studio") if isinstance(label_config, NotUtf8) else None
             projects[values["id"]] = Project(
-                id=values["id"], title=values.get("title") or "",
+                id=values["id"], title=str(values.get("title") or ""),
                 slug=slugify(values.get("title"), values["id"]),
-                label_config=values.get("label_config") or "",
-                data_types=data_types if isinstance(data_types, dict) else {})
+                label_config=str(label_config), data_types=data_types if isinstance(data_types, dict) else {},
+                label_config_error=problem)
         return projects
 
     def users(self) -> dict[int, User]:
@@ -157,22 +190,6 @@ class LabelStudioSource:
         return self.db.query(f"SELECT COUNT(*) FROM task t WHERE {where}", params)[0][0]
 
     # -------------------------------------------------------------- streaming
-
-    def read_batches(self, project_ids: Iterable[int] = (), after_id: int = 0) -> Iterator[list[TaskRows]]:
-        """Every labeled task with id > ``after_id``, in id order, a batch at a time."""
-        projects = list(project_ids)
-        last_id = after_id
-        while True:
-            batch = self.read_batch(projects, last_id)
-            if not batch:
-                return
-            yield batch
-            last_id = batch[-1].id
-
-    def read_batch(self, project_ids: list[int], after_id: int) -> list[TaskRows]:
-        """The next ``batch_size`` labeled tasks after ``after_id``."""
-        where, params = _labeled_filter(project_ids)
-        return self._read(f"t.id > ? AND {where} ORDER BY t.id LIMIT ?", [after_id, *params, self.batch_size])
 
     def read_tasks(self, task_ids: Iterable[int], project_ids: Iterable[int] = ()) -> list[TaskRows]:
         """These tasks, where they exist and are labeled (the others are simply absent)."""
@@ -393,9 +410,13 @@ def _labeled_filter(project_ids: list[int]) -> tuple[str, list[Any]]:
 
 def _decode(cols: dict[str, Column], names: list[str], row: tuple, table: str,
             errors: list[str]) -> dict[str, Any]:
+    """One row as Python values; what cannot be read is noted in ``errors`` (the task fails)."""
     out: dict[str, Any] = {}
     for name, value in zip(names, row, strict=True):
         kind = cols[name].kind
+        if isinstance(value, NotUtf8):
+            errors.append(f"{table}.{name} of row {out.get('id', '?')} is not valid UTF-8 text")
+            value = str(value)
         if value is None or kind == "plain":
             out[name] = value
         elif kind == "json":
@@ -403,8 +424,11 @@ def _decode(cols: dict[str, Column], names: list[str], row: tuple, table: str,
                 try:
                     value = json.loads(value)
                 except ValueError as exc:
-                    row_id = out.get("id", "?")
-                    errors.append(f"{table}.{name} of row {row_id} is not valid JSON ({exc})")
+                    errors.append(f"{table}.{name} of row {out.get('id', '?')} is not valid JSON ({exc})")
+                    value = None
+                except RecursionError:
+                    errors.append(f"{table}.{name} of row {out.get('id', '?')} nests deeper than syncd "
+                                  f"reads JSON (about {sys.getrecursionlimit()} levels)")
                     value = None
             out[name] = value
         elif kind == "datetime":
