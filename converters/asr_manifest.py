@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 from .base import Converter, ConvertOptions, register
 from .items import annotator, iter_items
 from .label_config import LabelConfig
-from .media import local_files_name
+from .media import file_name, local_files_name
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -59,10 +59,10 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                 url = item.input[data_key]
                 if not isinstance(url, str):
                     raise TypeError(f"data[{data_key!r}] is not an audio URL")
+                name = file_name(audio_name(url)) if resolver is not None else audio_name(url)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 options.warn(item.id, f"annotation {item.annotation_id}: {exc}")
                 continue
-            name = audio_name(url)
             duration = None
             if resolver is not None:
                 local = resolver(url)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .base import Converter, ConvertOptions, register
 from .items import Item, iter_items
 from .label_config import LabelConfig
+from .media import file_name
 from .rle import decode_rle, png_gray8
 
 
@@ -61,8 +62,12 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             options.warn(item.id, f"annotation {item.annotation_id}: cannot decode brush mask ({exc})")
             continue
-        for name, image in layers:
-            stem = _file_stem(item, name)
+        try:
+            stems = [file_name(_file_stem(item, name) + ".npy")[:-4] for name, _ in layers]
+        except ValueError as exc:
+            options.warn(item.id, f"annotation {item.annotation_id}: {exc}")
+            continue
+        for stem, (_, image) in zip(stems, layers, strict=True):
             if fmt == "numpy":
                 path = out_dir / f"{stem}.npy"
                 np.save(path, image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def _first_byte(path: Path) -> int | None:
 
 def _iter_json_values(path: Path) -> Iterator[object]:
     """Stream the elements of a top-level JSON array, or consecutive top-level JSON values."""
-    decoder = json.JSONDecoder()
+    decoder = jsonstream.STRICT
     with open(path, encoding="utf-8") as f:
         buf = f.read(_CHUNK)
         pos = 0
@@ -110,16 +111,18 @@ def iter_input_tasks(
     lines. Raises :class:`InputError` when the input itself cannot be read. In a directory, a file
     that is not valid JSON is reported through ``warn(task_id, message)`` and skipped.
 
-    A JSON array file (with orjson installed) is returned as a ``parallel.ArrayFile``, which the
-    per-task formats may convert with several worker processes.
+    A JSON array file is returned as a ``parallel.ArrayFile``, which the per-task formats may
+    convert with several worker processes (with orjson installed). A task in it that cannot be
+    decoded (nested too deep, holding NaN), and bytes after the array, come as
+    ``jsonstream.Unreadable``: converters warn of them and go on.
     """
     p = Path(path)
-    if p.is_file() and jsonstream.have_orjson():
+    if p.is_file():
         try:
             first = _first_byte(p)
         except OSError as exc:
             raise InputError(f"{p}: {exc.strerror or exc}") from None
-        if first == 0x5B:  # "[": a JSON array
+        if first == 0x5B:  # "[": a JSON array (Label Studio's export), streamed by jsonstream
             return parallel.ArrayFile(p, _CHUNK, on_error=lambda exc: InputError(f"{p}: {exc}"))
     return _iter_tasks(p, warn)
 
@@ -129,7 +132,15 @@ def _iter_tasks(p: Path, warn: Callable[[object, str], None] | None) -> Iterator
         files = sorted((f for f in p.iterdir() if f.suffix == ".json" and f.is_file()), key=_dir_sort_key)
         for f in files:
             try:
-                doc = json.loads(f.read_text(encoding="utf-8"))
+                doc = jsonstream.strict_loads(f.read_text(encoding="utf-8"))
+            except jsonstream.NonFinite as exc:
+                (warn or _default_warn)(int(f.stem) if f.stem.isdigit() else f.stem,
+                                        f"{f.name}: holds what JSON cannot: {exc}")
+                continue
+            except RecursionError:
+                (warn or _default_warn)(int(f.stem) if f.stem.isdigit() else f.stem,
+                                        f"{f.name}: nests deeper than {sys.getrecursionlimit()} levels")
+                continue
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 (warn or _default_warn)(int(f.stem) if f.stem.isdigit() else f.stem, f"{f.name}: {exc}")
                 continue
@@ -148,5 +159,9 @@ def _iter_tasks(p: Path, warn: Callable[[object, str], None] | None) -> Iterator
                 yield value  # type: ignore[misc]
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise InputError(f"{p}: a value nests deeper than {sys.getrecursionlimit()} levels") from None
+    except jsonstream.NonFinite as exc:
+        raise InputError(f"{p}: holds what JSON cannot: {exc}") from None
     except OSError as exc:
         raise InputError(f"{p}: {exc.strerror or exc}") from None

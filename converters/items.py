@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from .base import ConvertOptions
+from .jsonstream import Unreadable
 from .label_config import LabelConfig
 
 __all__ = ["ItemTask", "Item", "RegionTask", "annotator", "iter_items", "prettify_result"]
@@ -128,7 +129,7 @@ _MISS = object()
 def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -> list[Item]:
     """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task)."""
     if not isinstance(task, dict):
-        raise MalformedTask("task is not a JSON object")
+        raise MalformedTask(task.reason if isinstance(task, Unreadable) else "task is not a JSON object")
     if "annotations" in task:
         annotations = task["annotations"]
     elif "completions" in task:
@@ -186,7 +187,11 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
                 value = r.get("value")
                 if not isinstance(value, dict):
                     raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')} has no value")
-                v = {**value, "type": control_types[tag_name]}
+                tag_type = control_types[tag_name]
+                problem = _region_problem(value, tag_type)
+                if problem is not None:
+                    raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')}: {problem}")
+                v = {**value, "type": tag_type}
                 if "original_width" in r:
                     v["original_width"] = r["original_width"]
                 if "original_height" in r:
@@ -216,7 +221,30 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
     return items
 
 
+# What each region type must hold, as numbers, for the formats that draw it.
+_COORDINATES = {"rectanglelabels": ("x", "y", "width", "height"), "rectangle": ("x", "y", "width", "height"),
+                "keypointlabels": ("x", "y"), "keypoint": ("x", "y"),
+                "ellipselabels": ("x", "y", "radiusX", "radiusY"), "ellipse": ("x", "y", "radiusX", "radiusY")}
+
+
+def _region_problem(value: dict, tag_type: str) -> str | None:
+    """Why a result value cannot be exported (None: it can): its label list is not a list of
+    strings (a bare string would become one class per character), or a coordinate its type
+    needs is missing or not a number."""
+    kind = tag_type.lower()
+    labels = value.get(kind) if kind.endswith("labels") or kind in ("choices", "taxonomy") else None
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, (str, list)) for x in labels)):
+        return f"{kind} is {type(labels).__name__} {labels!r:.40}, not a list of labels"
+    for name in _COORDINATES.get(kind, ()):
+        number = value.get(name)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            return f"{name} is {'missing' if number is None else repr(number)[:40]}, not a number"
+    return None
+
+
 def task_id_of(task: object) -> object:
+    if isinstance(task, Unreadable):
+        return task.task_id
     return task.get("id", "?") if isinstance(task, dict) else "?"
 
 

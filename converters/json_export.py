@@ -22,7 +22,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
         first = True
         for task in tasks:
             if not isinstance(task, dict):
-                options.warn(task_id_of(task), "task is not a JSON object")
+                options.warn(task_id_of(task), getattr(task, "reason", "task is not a JSON object"))
                 continue
             try:
                 text = _dumps(task)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -43,6 +44,45 @@ class JSONStreamError(ValueError):
     """The file is not a JSON array (message without the file name)."""
 
 
+class Unreadable:
+    """What a reader yields in place of an array element it skipped (a task nested deeper than
+    the parser goes), or after the array for bytes that follow it: ``task_id`` (None when
+    unknown) and why, for the caller to warn about."""
+
+    __slots__ = ("task_id", "reason")
+
+    def __init__(self, task_id: int | None, reason: str) -> None:
+        self.task_id = task_id
+        self.reason = reason
+
+
+class NonFinite(ValueError):
+    """A number JSON cannot hold (NaN, Infinity, or one too large for a float)."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf or nan
+        raise NonFinite(f"{text} is a number JSON cannot hold")
+    return value
+
+
+def _reject_constant(name: str) -> float:
+    raise NonFinite(f"{name} is not a JSON number")
+
+
+# The json module's decoder, refusing what JSON cannot hold instead of making NaN or inf of it.
+STRICT = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` that raises ``NonFinite`` for NaN, Infinity and out-of-range numbers."""
+    return STRICT.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+_TASK_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*(-?\d{1,19})\s*[,}]')
+
+
 def have_orjson() -> bool:
     return _orjson is not None
 
@@ -54,7 +94,7 @@ def loads(data: bytes | str) -> Any:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:
             pass
-    return json.loads(data)
+    return strict_loads(data)
 
 
 class _Reader:
@@ -104,7 +144,7 @@ def _exact(reader: _Reader) -> Any:
 
 def _exact_span(reader: _Reader) -> tuple[Any, int]:
     """``_exact``, also giving where the value starts in ``reader.buf`` (which refills may move)."""
-    decoder = json.JSONDecoder()
+    decoder = STRICT
     size = 1 << 12  # doubled until the value fits
     while True:
         end = min(len(reader.buf), reader.pos + size)
@@ -128,6 +168,12 @@ def _exact_span(reader: _Reader) -> tuple[Any, int]:
                 raise JSONStreamError(f"invalid JSON ({exc.msg} near byte {reader.base + reader.pos + exc.pos})"
                                       ) from None
             stop = -1
+        except RecursionError:
+            start = reader.pos
+            return _skip_value(reader, f"nests deeper than {sys.getrecursionlimit()} levels"), start
+        except NonFinite as exc:  # (a number cut off by the window is never larger than the whole)
+            start = reader.pos
+            return _skip_value(reader, f"holds what JSON cannot: {exc}"), start
         if not complete and (stop == len(text) or stop > 0 and text[stop] in "0123456789.eE+-"):
             stop = -1  # a number may go on after the window
         if stop >= 0:
@@ -140,6 +186,52 @@ def _exact_span(reader: _Reader) -> tuple[Any, int]:
 
 
 _SEPARATOR = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*|\])")
+
+
+def _skip_value(reader: _Reader, reason: str) -> Unreadable:
+    """Move past the value at ``reader.pos`` without decoding it (it nests too deep to decode,
+    or holds what JSON cannot), by counting brackets outside strings."""
+    found = _TASK_ID.match(reader.buf, reader.pos)
+    task_id = int(found.group(1)) if found else None
+    depth, in_string, escaped, pos = 0, False, False, reader.pos
+    while True:
+        buf = reader.buf
+        for pos in range(pos, len(buf)):  # noqa: B020 - resumed where the last buffer ended
+            c = buf[pos]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif c == 0x5C:  # \
+                    escaped = True
+                elif c == 0x22:  # "
+                    in_string = False
+            elif c == 0x22:
+                in_string = True
+            elif c == 0x5B or c == 0x7B:  # [ {
+                depth += 1
+            elif c == 0x5D or c == 0x7D or c == 0x2C:  # ] } ,
+                if depth == 0:  # the end of a value that is no array or object (a bare NaN)
+                    reader.pos = pos
+                    return Unreadable(task_id, reason)
+                if c != 0x2C:
+                    depth -= 1
+                    if depth == 0:
+                        reader.pos = pos + 1
+                        return Unreadable(task_id, reason)
+        resume = len(buf) - reader.pos
+        if not reader.fill():
+            raise JSONStreamError("unexpected end of file inside the task array")
+        pos = resume
+
+
+def _after_array(reader: _Reader) -> Unreadable | None:
+    """At the array's closing bracket (or white space before it): what follows the bracket,
+    other than white space, is reported."""
+    reader.skip_ws()
+    reader.pos += 1  # the "]"
+    if reader.skip_ws():
+        return Unreadable(None, f"bytes after the task array (from byte {reader.base + reader.pos}) were ignored")
+    return None
 
 
 def _open_array(reader: _Reader, inside: bool) -> bool:
@@ -203,6 +295,10 @@ def iter_array_file(f: BinaryIO, chunk: int = 1 << 22, inside: bool = False) -> 
     """
     reader = _Reader(f, chunk, f.tell() if inside else 0)
     if not _open_array(reader, inside):
+        if not inside:
+            trailing = _after_array(reader)
+            if trailing is not None:
+                yield trailing
         return
     fast = _orjson is not None
     orjson_loads = _orjson.loads if fast else None
@@ -255,6 +351,10 @@ def iter_array_file(f: BinaryIO, chunk: int = 1 << 22, inside: bool = False) -> 
         yield value
         more, sep, skip = _next_element(reader, fast and isinstance(value, dict))
         if not more:
+            if not inside:
+                trailing = _after_array(reader)
+                if trailing is not None:
+                    yield trailing
             return
 
 

@@ -7,10 +7,20 @@ import os
 import posixpath
 from urllib.parse import parse_qs, unquote, urlparse
 
-__all__ = ["cached_name", "is_cloud_uri", "label_basename", "raw_basename"]
+__all__ = ["cached_name", "file_name", "is_cloud_uri", "label_basename", "raw_basename"]
 
 UPLOAD_PREFIXES = ("/data/upload", "upload/", "/upload/")  # Label Studio's uploaded files
 _CLOUD_SCHEMES = ("s3://", "gs://", "azure-blob://", "azure-spi://", "azure://")
+
+
+def file_name(name: str) -> str:
+    """``name`` if it is one file name that stays inside the output folder; ``ValueError`` when
+    it is not (empty, ".", "..", a path separator, NUL, more than 255 bytes): names come from
+    task data (ids, image URLs, labels), which may hold anything."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name \
+            or len(name.encode("utf-8", "surrogatepass")) > 255:
+        raise ValueError(f"{name[:80]!r} cannot be a file name in the output")
+    return name
 
 
 def is_cloud_uri(url: str) -> bool:

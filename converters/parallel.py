@@ -105,7 +105,7 @@ class ArrayFile:
                     if isinstance(value, list):
                         yield from value
                     else:
-                        yield value
+                        yield value  # (an Unreadable too: the converter warns of it)
             except jsonstream.JSONStreamError as exc:
                 if self.on_error is None:
                     raise

@@ -9,7 +9,7 @@ from pathlib import Path
 from .base import Converter, ConvertOptions, register
 from .items import annotator, iter_items
 from .label_config import LabelConfig
-from .media import raw_basename
+from .media import file_name, raw_basename
 
 
 def _escape(text: str) -> str:
@@ -102,10 +102,10 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                 continue
             xml = voc_xml(image_name, annotator(item, ""), boxes[0]["original_width"],
                           boxes[0]["original_height"], depth, boxes)
+            name = file_name(os.path.splitext(image_name)[0] + ".xml")
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             options.warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
             continue
-        name = os.path.splitext(image_name)[0] + ".xml"
         with open(ann_dir / name, "w", encoding="utf-8") as f:
             f.write(xml)
         written.add(name)

@@ -15,7 +15,7 @@ from .categories import keypoint_labels, keypoint_order, label_categories
 from .fastio import SmallFiles, create_new_files
 from .items import ItemTask, RegionTask, task_items_or_warn
 from .label_config import LabelConfig
-from .media import label_basename
+from .media import file_name, label_basename
 
 
 def _image_reason(config: LabelConfig, fmt: str) -> str | None:
@@ -160,7 +160,7 @@ def _label_file_name(url: str) -> str:
     base = label_basename(url)
     dot = base.rfind(".")
     stem = base[:dot] if dot > 0 and base[:dot].lstrip(".") else base  # ".hidden" has no extension
-    return stem[: 255 - 4] + ".txt"
+    return file_name(stem[: 255 - 4] + ".txt")
 
 
 class YoloJob:

@@ -41,6 +41,7 @@ class Config:
     listen: str | None = "127.0.0.1:9187"  # syncd run: /healthz, /readyz, /metrics; empty: off
     poll_interval: float = 1.0  # syncd run: seconds between polls when no file event wakes it
     reconcile_interval: float = 30.0  # syncd run: seconds between fingerprint reconciliations
+    audit_interval: float = 3600.0  # syncd run: seconds between audits of the target's listing; 0: never
     s3: dict[str, Any] = field(default_factory=dict)
     gcs: dict[str, Any] = field(default_factory=dict)
     azure: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +83,8 @@ def load(path: str | None) -> Config:
     p = Path(path).expanduser()
     try:
         text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist; copy config.example.yaml there or "
                           "pass --config with the right path") from None
@@ -137,6 +140,15 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             number = -1.0
         if isinstance(value, bool) or not 0.05 <= number <= 86400:
             raise ConfigError(f"{where}: must be a number of seconds from 0.05 to 86400, got {value!r}")
+        return number
+    if key == "audit_interval":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if isinstance(value, bool) or not (number == 0 or 1 <= number <= 604800):
+            raise ConfigError(f"{where}: must be 0 (no audits) or a number of seconds from 1 to 604800, "
+                              f"got {value!r}")
         return number
     if key in ("key_template", "predictions", "log_format"):
         if not isinstance(value, str):

@@ -32,7 +32,7 @@ from syncd.ops.systemd import Notifier
 from syncd.retry import Backoff, delay
 from syncd.session import Session, open_bundle_parts, open_session
 from syncd.sources.base import Wake
-from syncd.sources.labelstudio.database import driver_errors
+from syncd.sources.labelstudio.database import MissingDatabase, driver_errors
 from syncd.syncer import FatalStoreError, Summary
 
 log = logging.getLogger("syncd")
@@ -66,6 +66,9 @@ class Daemon:
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
         self.bundles: BundleWorker | None = None
         self.failing_since: float | None = None  # monotonic time the current outage began
+        self.writes_failing_since: float | None = None  # ... the target began refusing writes
+        self._writes_failing = ""
+        self._orphans_reported: set[str] = set()
         self.backoff = Backoff(base=1.0, cap=MAX_BACKOFF)
         self._signals = 0
         self._announced_ready = False
@@ -131,6 +134,13 @@ class Daemon:
                 except (SyncdError, *driver_errors()) as exc:
                     if self.stop.is_set():
                         break
+                    if isinstance(exc, FatalStoreError) and not exc.retryable:
+                        # A missing bucket or denied access does not heal by waiting here; exiting
+                        # lets the supervisor (systemd, Kubernetes) restart syncd with its backoff.
+                        log.error("%s; exiting", _one_line(exc))
+                        return 1
+                    if isinstance(exc, MissingDatabase) and not self._announced_ready:
+                        raise  # a database path that never existed: a configuration error
                     now = time.monotonic()
                     reason = _one_line(exc)
                     self.health.set(False, reason)
@@ -159,7 +169,7 @@ class Daemon:
 
     def _session(self) -> None:
         cfg = self.cfg
-        session = open_session(cfg, one_shot=False, stop=self.stop)
+        session = open_session(cfg, one_shot=False, stop=self.stop, audit=cfg.audit_interval > 0)
         feed = None
         try:
             feed = session.source.watch(self.events.put)
@@ -186,11 +196,12 @@ class Daemon:
                                         changed=first.changed_projects, on_results=self._bundles_done)
         self._became_ready()
         next_reconcile = time.monotonic() + cfg.reconcile_interval
+        next_audit = time.monotonic() + cfg.audit_interval if cfg.audit_interval else float("inf")
         while not self.stop.is_set():
             now = time.monotonic()
             next_retry = min((when for when, _ in self.retry_at.values()), default=next_reconcile)
-            events = self._next_events(max(0.0, min(cfg.poll_interval, next_reconcile - now, next_retry - now)),
-                                       settle=COMMIT_SETTLE)
+            events = self._next_events(max(0.0, min(cfg.poll_interval, next_reconcile - now, next_retry - now,
+                                                    next_audit - now)), settle=COMMIT_SETTLE)
             self.notifier.beat()
             if self.stop.is_set():
                 return
@@ -208,11 +219,15 @@ class Daemon:
                 self.behind_since = time.time()
             if touched or due_retry:
                 self._account(syncer.sync_tasks(touched | due_retry), retried=due_retry)
+            if now >= next_audit:  # the target, checked against the checkpoint; what it lacks is rewritten
+                syncer.audit()
+                next_audit = time.monotonic() + cfg.audit_interval
+                next_reconcile = now
             if now >= next_reconcile:
                 self._account(syncer.reconcile(), full=True)
                 self.metrics.tasks.set(session.checkpoint.count())  # a scan: not on every change
                 next_reconcile = time.monotonic() + cfg.reconcile_interval
-            self.health.set(True)
+            self._set_ready()
 
     def _next_events(self, timeout: float, settle: float = 0.0) -> list[Wake]:
         """The events that came within ``timeout`` (none: a poll tick). With ``settle``, after
@@ -234,8 +249,15 @@ class Daemon:
             except queue.Empty:
                 return events
 
+    def _set_ready(self) -> None:
+        """In step, unless the target is refusing writes."""
+        if self.writes_failing_since is None:
+            self.health.set(True)
+        else:
+            self.health.set(False, self._writes_failing)
+
     def _became_ready(self) -> None:
-        self.health.set(True)
+        self._set_ready()
         if self.failing_since is not None:
             log.info("recovered after %.0fs", time.monotonic() - self.failing_since)
             self.failing_since = None
@@ -265,8 +287,32 @@ class Daemon:
             self.retry_at[task_id] = (now + delay(failures + 1, base=2.0, cap=300.0), failures + 1)
         if summary.written or summary.deleted:
             log.info("synced: %d written, %d deleted, %d failed", summary.written, summary.deleted, summary.failed)
+        self._report_orphans(summary)
+        self._track_writes(summary)
         if not summary.failed and not self.retry_at:
             self.behind_since = None
+
+    def _report_orphans(self, summary: Summary) -> None:
+        """Each object left in place for a task no longer labeled, once (as resync reports them)."""
+        for action in summary.orphans:
+            if action.key not in self._orphans_reported:
+                self._orphans_reported.add(action.key)
+                log.warning("orphaned: %s (task %d is no longer labeled or was deleted); left in place, "
+                            "delete: true removes such objects", action.key, action.task_id)
+
+    def _track_writes(self, summary: Summary) -> None:
+        """Not ready while the target refuses writes: one line when it starts, one when it ends."""
+        failed_writes = summary.reasons.get("write", 0)
+        if failed_writes and self.writes_failing_since is None:
+            self.writes_failing_since = time.monotonic()
+            first = next((f for f in summary.failures if " failed: " in f), "")
+            self._writes_failing = f"writes to the target are failing: {first}"
+            self._set_ready()
+            log.error("%s; retrying", self._writes_failing)
+        elif not failed_writes and (summary.written or summary.deleted) and self.writes_failing_since is not None:
+            log.info("writes to the target recovered after %.0fs", time.monotonic() - self.writes_failing_since)
+            self.writes_failing_since = None
+            self._set_ready()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -158,12 +158,13 @@ def _build(rows: TaskRows, project: Project | None, users: dict[int, User], opti
 def encode_document(task_id: int, project_id: int | None, doc: dict[str, Any], fingerprint: str = "") -> TaskDocument:
     try:
         body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \ud800 escape
+        raise BadTask(task_id, f"cannot be written as JSON: it holds text that is not UTF-8 ({exc.reason})",
+                      project_id) from None
     except ValueError as exc:  # NaN/Infinity (a number JSON cannot hold, such as 1e400)
         raise BadTask(task_id, f"cannot be written as JSON ({exc})", project_id) from None
     except RecursionError:
         raise BadTask(task_id, "nests too deep to be written as JSON", project_id) from None
-    except UnicodeEncodeError as exc:  # a lone surrogate from a \ud800 escape
-        raise BadTask(task_id, f"holds text that cannot be written as UTF-8 ({exc.reason})", project_id) from None
     return TaskDocument(task_id, project_id, body, hashlib.sha256(body).hexdigest(), fingerprint)
 
 

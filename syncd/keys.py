@@ -18,6 +18,8 @@ DEFAULT_TEMPLATE = "{task_id}.json"
 TEMPLATE_FIELDS = ("task_id", "project_id", "project_slug")
 MAX_KEY_BYTES = 1024  # S3, GCS and Azure all accept at least this much
 TMP_DIR = ".syncd-tmp"  # a local target's temporary files: no key may start with it
+SYNCD_DIR = ".syncd"  # syncd's own objects in a target (its marker): no key may start with it
+MAX_SEGMENT_BYTES = 255  # a file name on every common file system
 
 
 class UnsafeKey(ValueError):
@@ -46,15 +48,20 @@ def template_fields(template: str, where: str, allowed: tuple[str, ...] = TEMPLA
 
 
 def validate_template(template: str, key_name: str = "key_template") -> str:
-    """Check a key template once, at config time."""
+    """Check a key template once, at config time: it renders, its keys are safe (also with the
+    longest ids and slugs), and none lands in syncd's own folders."""
     fields = template_fields(template, key_name)
     if "task_id" not in fields:
         raise ConfigError(f"{key_name}: {template!r} must contain {{task_id}}, "
                           "or every task would be written to the same key")
     try:
         check_key(render_key(template, 1, 1, "p", check=False))
+        check_key(render_key(template, 2**63 - 1, 2**63 - 1, "p" * 64, check=False))  # the longest key
     except UnsafeKey as exc:
         raise ConfigError(f"{key_name}: {template!r} gives unsafe keys: {exc}") from None
+    except (ValueError, IndexError, KeyError) as exc:  # a format spec such as {task_id:q}
+        raise ConfigError(f"{key_name}: {template!r} does not format ({exc}); write the fields as "
+                          "{task_id}, {project_id} and {project_slug}") from None
     return template
 
 
@@ -79,9 +86,14 @@ def check_key(key: str) -> str:
         raise UnsafeKey(f"{key!r} contains a backslash")
     if any(unicodedata.category(ch) == "Cc" for ch in key):
         raise UnsafeKey(f"{key!r} contains a control character")
-    for part in key.split("/"):
+    parts = key.split("/")
+    for part in parts:
         if part in ("", ".", ".."):
             raise UnsafeKey(f"{key!r} has an empty, '.' or '..' path segment")
+        if len(part.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise UnsafeKey(f"{key!r} has a path segment longer than {MAX_SEGMENT_BYTES} bytes")
+    if len(parts) > 1 and parts[0] in (TMP_DIR, SYNCD_DIR):
+        raise UnsafeKey(f"{key!r} is inside {parts[0]}/, which is reserved for syncd's own files")
     return key
 
 

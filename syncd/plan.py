@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from syncd.audit import md5_matches
 from syncd.checkpoint import Entry
 from syncd.document import TaskDocument
 
@@ -26,9 +27,13 @@ class Action:
 
 
 def plan_document(doc: TaskDocument, key: str, previous: Entry | None) -> Action:
-    """PUT a new or changed document, SKIP one whose bytes are already there."""
+    """PUT a new or changed document, SKIP one whose bytes are already there (by sha256; for an
+    entry read from an S3 listing, which knows only the ETag, by MD5)."""
     if previous is None:
         return Action("put", key, doc.task_id, doc.project_id, "new", doc)
+    if not previous.sha256 and previous.task_id == doc.task_id and previous.size == len(doc.body) \
+            and md5_matches(previous.etag, doc.body):
+        return Action("skip", key, doc.task_id, doc.project_id, "unchanged")
     if previous.sha256 != doc.sha256:
         reason = "changed" if previous.task_id == doc.task_id else f"key was task {previous.task_id}'s"
         return Action("put", key, doc.task_id, doc.project_id, reason, doc)

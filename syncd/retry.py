@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 BASE = 0.5  # seconds: the first retry waits up to this long
 CAP = 20.0  # seconds: no wait between two tries of one request is longer (unless the server asks)
+sleep = time.sleep  # the wait without a ``stop`` (a module attribute: tests record the waits)
 
 
 def delay(attempt: int, retry_after: float | None = None, *, base: float = BASE, cap: float = CAP) -> float:
@@ -52,7 +53,7 @@ def call(op: Callable[[], T], what: str, attempts: int, stop: threading.Event | 
                 if stop.wait(wait):
                     raise
             else:
-                time.sleep(wait)
+                sleep(wait)
     raise AssertionError("unreachable")
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from syncd import config as config_mod
-from syncd.checkpoint import Checkpoint, open_checkpoint
+from syncd.checkpoint import Checkpoint, open_checkpoint, scratch_copy
 from syncd.config import Config
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SyncdError
@@ -102,8 +101,8 @@ class Session:
 
 def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = None, **options: Any) -> Session:
     """Source, store, checkpoint and syncer for ``cfg``. ``options`` are ``ResyncOptions``
-    (``dry_run``, ``verify_remote``, ``checksum``). A dry run with ``verify_remote`` plans
-    against a throwaway copy of the checkpoint, so the real one is not touched."""
+    (``dry_run``, ``verify_remote``, ``checksum``, ``audit``). A dry run plans against a
+    throwaway copy of the checkpoint, so the real one is not touched."""
     stop = stop or threading.Event()
     opened: list[Any] = []
     try:
@@ -112,12 +111,15 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
         source = open_cfg_source(cfg, one_shot=one_shot)
         opened.append(source)
         scratch = None
-        state = cfg.state
-        if options.get("dry_run") and options.get("verify_remote"):
+        checkpoint = open_checkpoint(cfg.state, store.identity)
+        if options.get("dry_run"):
             scratch = tempfile.TemporaryDirectory(prefix="syncd-dry-run-")
-            opened.append(scratch)
-            state = str(Path(scratch.name) / "state.sqlite3")
-        checkpoint = open_checkpoint(state, store.url)
+            opened.insert(0, scratch)  # removed last
+            real = checkpoint
+            try:
+                checkpoint = scratch_copy(real, scratch.name)
+            finally:
+                real.close()
         opened.append(checkpoint)
         syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop)
     except BaseException:

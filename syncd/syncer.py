@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from syncd.audit import AuditResult, adopt, audit, keep_marker, trusted
 from syncd.checkpoint import Checkpoint, Entry
 from syncd.document import TaskDocument
 from syncd.errors import BadTask, StoreError, SyncdError
-from syncd.keys import UnsafeKey, render_key, template_pattern, template_prefix
+from syncd.keys import UnsafeKey, render_key
 from syncd.plan import Action, plan_document, plan_removals
 from syncd.sources.base import Source
 from syncd.stores.base import Store
@@ -32,6 +33,7 @@ from syncd.transfer import Transfers
 log = logging.getLogger("syncd")
 
 CHUNK = 2000  # tasks compared with the checkpoint (and documents planned) at a time
+MAX_LISTED = 100  # orphans a summary names
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ResyncOptions:
     dry_run: bool = False
     verify_remote: bool = False
     checksum: bool = False  # build and hash every document instead of trusting row fingerprints
+    audit: bool = True  # compare the checkpoint with the target's listing before a full pass
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Summary:
     changed_projects: set[int] = field(default_factory=set)  # projects with a written or deleted object
     notes: list[str] = field(default_factory=list)
     plan: list[Action] = field(default_factory=list)  # filled in a dry run
+    audit: AuditResult | None = None  # of a full pass
+    orphans: list[Action] = field(default_factory=list)  # left in place (the first MAX_LISTED)
     seconds: float = 0.0
 
     @property
@@ -89,7 +94,12 @@ class Summary:
 
 
 class FatalStoreError(SyncdError):
-    """The target as a whole failed (missing bucket, access denied, disk full)."""
+    """The target as a whole cannot be used (missing bucket, access denied, disk full, or not
+    reachable when a run starts). ``retryable``: it may pass (a network error, throttling)."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class Syncer:
@@ -123,9 +133,11 @@ class Syncer:
         """Reconcile every labeled task (``syncd resync``, and the daemon's start)."""
         summary = self._begin()
         if not self.options.dry_run:
-            self.store.check_writable()
-        if self.options.verify_remote:
-            adopt_remote_state(self.store, self.checkpoint, self.options.key_template)
+            try:
+                self.store.check_writable()
+            except StoreError as exc:  # the target cannot be used: no object would fare better
+                raise FatalStoreError(str(exc), retryable=exc.retryable) from None
+        summary.audit = self.audit(listing=self.options.audit)
         self.source.refresh()
         projects = self.options.projects
         total = self.source.count_labeled(projects)
@@ -158,6 +170,26 @@ class Syncer:
             self._remove([e for e in self.checkpoint.for_tasks(ids)
                           if e.key not in seen and (not wanted or e.project_id in wanted)])
         return self._end()
+
+    def audit(self, listing: bool = True) -> AuditResult | None:
+        """Make sure the checkpoint says what the target holds (``syncd.audit``): rebuild it from
+        the target's listing when the target's marker does not match it (or with
+        ``verify_remote``), else compare the two when ``listing``. What is missing or differs
+        is forgotten, so the pass that follows writes it again."""
+        ok, found = trusted(self.store, self.checkpoint)
+        if self.options.verify_remote or not ok:
+            result = adopt(self.store, self.checkpoint, self.options.key_template, self.options.transfers)
+        elif listing:
+            result = audit(self.store, self.checkpoint, self.options.key_template)
+        else:
+            result = None
+        if not self.options.dry_run:
+            keep_marker(self.store, self.checkpoint, found)
+        if result is not None:
+            level = logging.WARNING if result.mismatched else \
+                logging.INFO if result.adopted or result.foreign else logging.DEBUG
+            log.log(level, "%s", result.line(self.store.url))
+        return result
 
     def reconcile(self) -> Summary:
         """Find what change feeds miss (deleted rows, bulk updates that leave ``updated_at``
@@ -256,8 +288,10 @@ class Syncer:
                 self._apply(action, doc.fingerprint)
                 continue
             self._summary.unchanged += 1
-            if doc.fingerprint and before is not None and before.fingerprint != doc.fingerprint \
-                    and not self.options.dry_run:
+            if before.sha256 != doc.sha256:  # known by its ETag only (read from a listing): now by hash
+                self.checkpoint.record_put(key, doc.task_id, doc.project_id, doc.sha256, len(doc.body),
+                                           doc.fingerprint, before.etag)
+            elif doc.fingerprint and before.fingerprint != doc.fingerprint:
                 self.checkpoint.record_fingerprint(key, doc.fingerprint)
 
     def _remove(self, gone: list[Entry]) -> None:
@@ -275,6 +309,8 @@ class Syncer:
         for action in removals:
             if action.kind == "orphan":
                 summary.orphaned += 1
+                if len(summary.orphans) < MAX_LISTED:
+                    summary.orphans.append(action)
                 if self.options.dry_run:
                     summary.plan.append(action)
             else:
@@ -295,8 +331,8 @@ class Syncer:
         if action.kind == "put":
             doc = action.document
 
-            def op() -> None:
-                store.put(action.key, doc.body, doc.sha256)
+            def op() -> str | None:
+                return store.put(action.key, doc.body, doc.sha256)  # the etag, recorded by _done
         else:
             def op() -> None:
                 store.delete(action.key)
@@ -312,7 +348,7 @@ class Syncer:
             if action.kind == "put":
                 doc = action.document
                 self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,
-                                           len(doc.body), fingerprint)
+                                           len(doc.body), fingerprint, future.result())
                 summary.written += 1
             else:
                 self.checkpoint.record_delete(action.key)
@@ -333,28 +369,3 @@ def resync(source: Source, store: Store, checkpoint: Checkpoint, options: Resync
         return syncer.full(progress)
     finally:
         syncer.close()
-
-
-def adopt_remote_state(store: Store, checkpoint: Checkpoint, key_template: str) -> int:
-    """Replace the checkpoint with what the target holds (``--verify-remote``).
-
-    For a lost or new state file, or a bucket someone else touched: the store's listing and
-    stored hashes become the truth, so only what differs is uploaded. Objects whose key the
-    template could not have produced are not syncd's and are left alone. Returns how many
-    objects were adopted.
-    """
-    pattern = template_pattern(key_template)
-    checkpoint.forget_all()
-    adopted = 0
-    for info in store.list(template_prefix(key_template)):
-        match = pattern.match(info.key)
-        if not match:
-            continue
-        project = match.groupdict().get("project_id")
-        checkpoint.record_put(info.key, int(match["task_id"]),
-                              int(project) if project and project.isdigit() else None,
-                              info.sha256 or "", info.size)
-        adopted += 1
-    checkpoint.flush()
-    log.info("verify-remote: %d objects found at the target", adopted)
-    return adopted

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.errors import ConfigError
-from syncd.keys import TMP_DIR, UnsafeKey, check_key, template_fields
+from syncd.keys import UnsafeKey, check_key, template_fields
 from syncd.values import boolean, whole_number
 
 DEFAULT_KEY_TEMPLATE = "exports/{project_id}/{format}"
@@ -121,8 +121,8 @@ def validate_bundle_template(template: str, where: str = "bundles.key_template")
         check_key(f"{sample}/{MANIFEST_NAME}")
     except UnsafeKey as exc:
         raise ConfigError(f"{where}: {template!r} gives unsafe keys: {exc}") from None
-    if sample.split("/", 1)[0] == TMP_DIR:
-        raise ConfigError(f"{where}: {template!r}: {TMP_DIR}/ is reserved for syncd's temporary files")
+    except (ValueError, IndexError, KeyError) as exc:  # a format spec such as {format:q}
+        raise ConfigError(f"{where}: {template!r} does not format ({exc})") from None
     return stripped
 
 

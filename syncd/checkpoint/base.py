@@ -20,16 +20,20 @@ class Entry:
     sha256: str
     size: int
     fingerprint: str = ""  # of what the written document was made from (see TaskDocument)
+    etag: str = ""  # what the store's listing shows for it (ObjectInfo.etag), when it has one
 
 
 class Checkpoint(Protocol):
-    target: str  # the target's canonical URL: rows are kept per target
+    target: str  # the target's identity (Store.identity): rows are kept per target
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The entries of these keys (missing keys are absent)."""
 
     def entries(self, project_ids: Iterable[int] = ()) -> Iterator[Entry]:
         """Every entry (of these projects), by task id then key."""
+
+    def entries_by_key(self) -> Iterator[Entry]:
+        """Every entry in key order (by code point, as stores list), streamed."""
 
     def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
         """The entries of these tasks."""
@@ -38,7 +42,7 @@ class Checkpoint(Protocol):
         """How many objects are recorded."""
 
     def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
-                   fingerprint: str = "") -> None:
+                   fingerprint: str = "", etag: str | None = None) -> None:
         """The store acknowledged writing ``key``."""
 
     def record_fingerprint(self, key: str, fingerprint: str) -> None:
@@ -49,6 +53,12 @@ class Checkpoint(Protocol):
 
     def flush(self) -> None:
         """Make everything recorded durable (records may be grouped until then)."""
+
+    def target_id(self) -> str | None:
+        """The id of the target's marker when this checkpoint was last in step with it."""
+
+    def set_target_id(self, target_id: str) -> None:
+        """Remember the target's marker id."""
 
     def forget_all(self) -> None:
         """Drop every entry of this target (``--verify-remote`` rebuilds them from the store)."""

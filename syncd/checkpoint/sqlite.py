@@ -8,6 +8,7 @@ what it is unsure of and converges. The file holds keys and hashes only, never c
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -31,9 +32,10 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_task ON objects (target, task_id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first version of the file, added to an older file when it is opened.
+MIGRATIONS = {"etag": "ALTER TABLE objects ADD COLUMN etag TEXT NOT NULL DEFAULT ''"}
 
-
-COLUMNS = "key, task_id, project_id, sha256, size, fingerprint"
+COLUMNS = "key, task_id, project_id, sha256, size, fingerprint, etag"
 
 
 class SqliteCheckpoint:
@@ -47,7 +49,9 @@ class SqliteCheckpoint:
         self._last_flush = time.monotonic()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115
+            lock_path = path.with_name(path.name + ".lock")
+            self._lock_file = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600), "r+")
+            os.fchmod(self._lock_file.fileno(), 0o600)  # whatever the umask
         except OSError as exc:
             raise ConfigError(f"state {path}: cannot create it ({exc.strerror}); "
                               "set state: to a writable path") from None
@@ -64,6 +68,10 @@ class SqliteCheckpoint:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(objects)")}
+            for column, statement in MIGRATIONS.items():
+                if column not in columns:
+                    self.db.execute(statement)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise ConfigError(f"state {path} is not a usable SQLite file ({exc}); "
@@ -96,6 +104,18 @@ class SqliteCheckpoint:
         for row in self.db.execute(sql + " ORDER BY task_id, key", params).fetchall():
             yield Entry(*row)
 
+    def entries_by_key(self) -> Iterator[Entry]:
+        """Every entry in key order (by code point, as stores list), read 1,000 at a time."""
+        self.flush()
+        last = ""
+        while True:
+            rows = self.db.execute(f"SELECT {COLUMNS} FROM objects WHERE target = ? AND key > ? ORDER BY key "
+                                   "LIMIT 1000", (self.target, last)).fetchall()
+            if not rows:
+                return
+            yield from (Entry(*row) for row in rows)
+            last = rows[-1][0]
+
     def for_tasks(self, task_ids: Iterable[int]) -> list[Entry]:
         self.flush()
         ids = list(task_ids)
@@ -114,8 +134,8 @@ class SqliteCheckpoint:
     # -------------------------------------------------------------- writes (after the store acked)
 
     def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
-                   fingerprint: str = "") -> None:
-        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint))
+                   fingerprint: str = "", etag: str | None = None) -> None:
+        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint, etag or ""))
         self._maybe_flush()
 
     def record_fingerprint(self, key: str, fingerprint: str) -> None:
@@ -141,10 +161,10 @@ class SqliteCheckpoint:
                 if item[0] == "put":
                     self.db.execute(
                         "INSERT INTO objects (target, key, task_id, project_id, sha256, size, written_at, "
-                        "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE SET "
-                        "task_id = excluded.task_id, project_id = excluded.project_id, "
+                        "fingerprint, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, key) DO UPDATE "
+                        "SET task_id = excluded.task_id, project_id = excluded.project_id, "
                         "sha256 = excluded.sha256, size = excluded.size, written_at = excluded.written_at, "
-                        "fingerprint = excluded.fingerprint",
+                        "fingerprint = excluded.fingerprint, etag = excluded.etag",
                         (self.target, *item[1:]))
                 elif item[0] == "fingerprint":
                     self.db.execute("UPDATE objects SET fingerprint = ? WHERE target = ? AND key = ?",
@@ -157,6 +177,16 @@ class SqliteCheckpoint:
             raise
         self._pending.clear()
         self._last_flush = time.monotonic()
+
+    def target_id(self) -> str | None:
+        """The id of the target's marker when this checkpoint was last in step with it."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (f"target_id {self.target}",)).fetchone()
+        return row[0] if row else None
+
+    def set_target_id(self, target_id: str) -> None:
+        self.flush()
+        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
+                        "value = excluded.value", (f"target_id {self.target}", target_id))
 
     def forget_all(self) -> None:
         """Drop every row of this target (``--verify-remote`` rebuilds them from the store)."""

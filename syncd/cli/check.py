@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             store.close()
     if store is not None:
         try:
-            checkpoint = open_checkpoint(cfg.state, store.url)
+            checkpoint = open_checkpoint(cfg.state, store.identity)
             checkpoint.close()
             results.append((True, f"state {checkpoint.path}: usable"))
         except SyncdError as exc:

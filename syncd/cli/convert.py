@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"error: {args.input}: a value in it is too large to read into this machine's memory (a JSON "
+              "value is read whole); split the export or convert from the database with --project", file=sys.stderr)
+        return 2
     except (SyncdError, *driver_errors()) as exc:
         print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
@@ -101,7 +105,8 @@ class _Warn:
 
     def __call__(self, task_id: object, message: str) -> None:
         self.count += 1
-        print(f"warning: task {task_id} skipped: {message}", file=sys.stderr)
+        print(f"warning: task {task_id} skipped: {message}" if task_id is not None else f"warning: {message}",
+              file=sys.stderr)
 
 
 warn = _Warn()

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--verify-remote", action="store_true",
                    help="compare with the target's listing and stored hashes instead of the local state "
                    "(for a lost or new state file, or a target someone else changed)")
+    p.add_argument("--no-audit", action="store_true",
+                   help="skip comparing the checkpoint with the target's listing (when you know nothing else "
+                   "touched the target; the marker is still checked)")
     p.add_argument("--checksum", action="store_true",
                    help="build and hash every document instead of skipping tasks whose rows are unchanged "
                    "(slower; catches edits that change neither a timestamp nor a size)")
@@ -68,7 +71,7 @@ def _resync(args: argparse.Namespace, metrics: Metrics) -> tuple[Summary, str | 
     cfg = config_from(args)
     progress = logs.Progress("resync")
     with open_session(cfg, one_shot=True, dry_run=args.dry_run, verify_remote=args.verify_remote,
-                      checksum=args.checksum) as session:
+                      checksum=args.checksum, audit=not args.no_audit) as session:
         try:
             summary = session.syncer.full(progress)
         finally:

@@ -9,6 +9,7 @@ could not be used.
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, write_to_textfile
@@ -70,5 +71,6 @@ class Metrics:
         # temp file + rename, so node exporter's textfile collector never reads half a file
         try:
             write_to_textfile(path, self.registry)
+            os.chmod(path, 0o644)  # for node exporter, whatever the umask
         except OSError as exc:
             raise ConfigError(f"--metrics-file {path}: cannot write it ({exc.strerror})") from None

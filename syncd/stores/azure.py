@@ -66,6 +66,12 @@ class AzureStore(CloudStore):
 
     scheme, service, noun = "azure", "Azure", "container"
     probe_hint = "check the account"
+    listing_hashes = True  # listings carry the metadata
+
+    @property
+    def identity(self) -> str:
+        client = self._client()
+        return f"{self.url}?account={client.scheme}://{client.primary_hostname}"
 
     def __init__(self, url: str, container: str, prefix: str, *, connection_string: str | None = None,
                  account_url: str | None = None, credential: Any = None, use_default_credential: bool = False,
@@ -173,7 +179,7 @@ class AzureStore(CloudStore):
     # -- the Store interface: every request once (the SDK's retry policy allows none), retried by
     #    RetryingStore.call ------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, sha256: str) -> None:
+    def put(self, key: str, data: bytes, sha256: str) -> None:  # (listings carry the sha256: no etag)
         self.call("write", key, lambda: self._client().upload_blob(
             self.prefix + key, data, overwrite=True, metadata={"sha256": sha256},
             content_settings=ContentSettings(content_type="application/json"), max_concurrency=1))
@@ -239,10 +245,10 @@ class AzureStore(CloudStore):
                                   "'Storage Blob Data Contributor' on the container, or a SAS token with "
                                   "read, add, create, write, delete and list permissions", fatal=True)
             if status in (429, 503) or code == "ServerBusy":
-                return StoreError(f"{what}: throttled, {reason}; will be retried, lower 'transfers' if it "
-                                  "persists", retryable=True, retry_after=retry_after)
+                return StoreError(f"{what}: throttled, {reason}; if it persists, lower 'transfers'", retryable=True,
+                                  retry_after=retry_after)
             if status >= 500 or status == 408 or code == "OperationTimedOut":
-                return StoreError(f"{what}: server error, {reason}; will be retried", retryable=True,
+                return StoreError(f"{what}: server error, {reason}", retryable=True,
                                   retry_after=retry_after)
             return StoreError(f"{what}: {reason}")
         if isinstance(exc, ClientAuthenticationError):
@@ -253,8 +259,8 @@ class AzureStore(CloudStore):
                               fatal=True)
         if isinstance(exc, (ServiceRequestError, ServiceResponseError, requests.exceptions.RequestException,
                             ConnectionError, TimeoutError)):
-            return StoreError(f"{what}: network error{self._account()}: {type(exc).__name__}; will be "
-                              "retried, check the network and 'account_url' if it persists", retryable=True)
+            return StoreError(f"{what}: network error{self._account()}: {type(exc).__name__}; "
+                              "check the network and 'account_url' if it persists", retryable=True)
         if isinstance(exc, ConfigError):
             return StoreError(str(exc), fatal=True)
         return StoreError(f"{what}: {type(exc).__name__}")

@@ -24,24 +24,31 @@ class ObjectInfo:
 
     ``key`` is relative to the target's prefix. ``sha256`` is the hex digest of the content as
     syncd recorded it when writing (object metadata on cloud stores, the content itself on a
-    local directory); None when the object was not written by syncd and the store cannot tell.
+    local directory); None when the object was not written by syncd, or when a listing does not
+    carry it (S3, local: their listings give ``etag`` instead). ``etag`` is what the store says
+    changes whenever the object does (S3's ETag, the MD5 of a single-part upload; a local file's
+    modification time), as ``put`` returned it; None where the store has none.
     """
 
     key: str
     size: int
     sha256: str | None
+    etag: str | None = None
 
 
 class Store(Protocol):
     """A storage target. Keys are '/'-separated and relative to the target's prefix."""
 
     url: str
+    identity: str  # where the objects live: scheme, bucket, prefix, endpoint or account (no credential)
+    listing_hashes: bool  # listings carry each object's sha256 (else only its etag)
     stop: threading.Event | None  # once set, waits for a retry end at once
 
-    def put(self, key: str, data: bytes, sha256: str) -> None:
+    def put(self, key: str, data: bytes, sha256: str) -> str | None:
         """Write ``data`` at ``key`` atomically (readers see the old or the new object, never
         a part), with ``sha256`` (hex digest of ``data``) stored alongside where the backend
-        can hold metadata. Overwrites."""
+        can hold metadata. Overwrites. Returns the object's ``etag`` as listings will show it
+        (None where listings carry the sha256 instead)."""
 
     def get(self, key: str) -> bytes | None:
         """The object's content, or None when there is none. Errors are classified as for
@@ -51,10 +58,11 @@ class Store(Protocol):
         """Remove ``key``. Removing a key that does not exist is not an error."""
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in any order, paginated lazily."""
+        """Every object whose key starts with ``prefix``, in key order (by code point, as S3,
+        GCS and Azure list), paginated lazily: one request per page, no request per object."""
 
     def head(self, key: str) -> ObjectInfo | None:
-        """The object at ``key``, or None when there is none."""
+        """The object at ``key`` with its sha256 (when syncd wrote it) and etag, or None."""
 
     def check_writable(self) -> None:
         """Raise ``StoreError(fatal=True)`` with a clear message when the target does not

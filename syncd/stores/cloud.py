@@ -6,17 +6,20 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import os
+import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from syncd.errors import ConfigError, StoreError
 from syncd.stores.base import DEFAULT_MAX_ATTEMPTS, RetryingStore
 
-# check_writable writes and removes an object with this name prefix; listings skip leftovers.
-PROBE_MARKER = ".syncd-write-check-"
+# check_writable writes and removes this object: always the same key, so one a crash left between
+# the write and the delete is replaced and removed by the next check. Listings skip it (and the
+# per-run probes, ".syncd-write-check-<uuid>", of syncd before 0.2).
+PROBE_KEY = ".syncd/write-check"
+LEGACY_PROBE = ".syncd-write-check-"
 PROBE_DATA = b"{}"
 PROBE_SHA256 = hashlib.sha256(PROBE_DATA).hexdigest()
 
@@ -47,7 +50,8 @@ def max_attempts(url: str, backend: str, value: Any) -> int:
 
 def is_object_key(key: str) -> bool:
     # Folder placeholders ("dir/") made by consoles and tools, and leftovers of check_writable, are no objects.
-    return bool(key) and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith(PROBE_MARKER)
+    return bool(key) and not key.endswith("/") and key != PROBE_KEY \
+        and not key.rsplit("/", 1)[-1].startswith(LEGACY_PROBE)
 
 
 def retry_after(value: str | None) -> float | None:
@@ -75,15 +79,18 @@ def probe_round_trip(store: Any, put: Callable[[str], None], unreturned: str) ->
     object, so each permission a run needs is tried once before it starts (the probe is filtered
     out of listings, so the list only checks the permission). ``unreturned``: the fatal message
     when the store accepts the probe but does not return it."""
-    probe = f"{PROBE_MARKER}{uuid.uuid4().hex}"
-    put(probe)
-    try:
-        info = store.head(probe)
-        if info is None or info.size != len(PROBE_DATA):
-            raise StoreError(unreturned.format(where=store._where(probe)), fatal=True)
-        next(iter(store.list(probe)), None)
-    finally:
-        store.delete(probe)
+    for attempt in (1, 2):
+        put(PROBE_KEY)
+        try:
+            info = store.head(PROBE_KEY)
+            if info is not None and info.size == len(PROBE_DATA):
+                next(iter(store.list(PROBE_KEY)), None)
+                return
+        finally:
+            store.delete(PROBE_KEY)
+        if attempt == 1:  # another syncd checking the same target may have removed it: once more
+            time.sleep(random.uniform(0.1, 0.5))
+    raise StoreError(unreturned.format(where=store._where(PROBE_KEY)), fatal=True)
 
 
 class PerProcess:

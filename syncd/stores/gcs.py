@@ -51,6 +51,12 @@ class GCSStore(CloudStore):
 
     scheme, service = "gs", "GCS"
     probe_hint = "check STORAGE_EMULATOR_HOST and the bucket's settings"
+    listing_hashes = True  # listings carry the custom metadata
+
+    @property
+    def identity(self) -> str:
+        endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+        return f"{self.url}?endpoint={endpoint}" + (f"&project={self._project}" if self._project else "")
 
     def __init__(self, url: str, bucket: str, prefix: str, *, project: str | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, transfers: int = 8):
@@ -99,7 +105,7 @@ class GCSStore(CloudStore):
         return self._client().bucket(self.bucket)
 
     def put(self, key: str, data: bytes, sha256: str) -> None:
-        def request() -> None:
+        def request() -> None:  # (listings carry the sha256: no etag to return)
             blob = self._bucket().blob(self.prefix + key)
             blob.metadata = {"sha256": sha256}
             blob.upload_from_string(data, content_type="application/json", timeout=TIMEOUT, retry=None)
@@ -181,10 +187,10 @@ class GCSStore(CloudStore):
                                   f"roles/storage.objectAdmin (objects create, get, list, delete) on bucket "
                                   f"{self.bucket!r}", fatal=True)
             if status == 429:
-                return StoreError(f"{what}: throttled, {reason}; will be retried, lower 'transfers' if it "
-                                  "persists", retryable=True, retry_after=retry_after)
+                return StoreError(f"{what}: throttled, {reason}; if it persists, lower 'transfers'", retryable=True,
+                                  retry_after=retry_after)
             if status is not None and (status >= 500 or status == 408):
-                return StoreError(f"{what}: server error, {reason}; will be retried", retryable=True,
+                return StoreError(f"{what}: server error, {reason}", retryable=True,
                                   retry_after=retry_after)
             return StoreError(f"{what}: {reason}")
         if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
@@ -195,14 +201,14 @@ class GCSStore(CloudStore):
             return StoreError(f"{what}: the Google credentials were rejected ({_one_line(str(exc))[:120]}); "
                               "check GOOGLE_APPLICATION_CREDENTIALS or the service account", fatal=True)
         if isinstance(exc, google.auth.exceptions.TransportError) or _should_retry(exc):
-            return StoreError(f"{what}: network error{at}: {type(exc).__name__}; will be retried, check the "
+            return StoreError(f"{what}: network error{at}: {type(exc).__name__}; check the "
                               "network if it persists", retryable=True)
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if isinstance(status, int) and (status >= 500 or status in (408, 429)):
-            return StoreError(f"{what}: HTTP {status}; will be retried", retryable=True,
+            return StoreError(f"{what}: HTTP {status}", retryable=True,
                               retry_after=_retry_after(exc.response.headers.get("Retry-After")))  # type: ignore
         if type(exc).__name__ == "DataCorruption":
-            return StoreError(f"{what}: the upload arrived corrupted (checksum mismatch); will be retried",
+            return StoreError(f"{what}: the upload arrived corrupted (checksum mismatch)",
                               retryable=True)
         if isinstance(exc, ConfigError):
             return StoreError(str(exc), fatal=True)

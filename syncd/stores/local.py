@@ -1,19 +1,29 @@
 """Local directory target: ``file:///path`` or a plain path.
 
-Writes go to a temporary file in ``<root>/.syncd-tmp/``, are fsynced, and renamed into place
-(same filesystem, so the rename is atomic): a reader, or a crash, never sees half an object,
-and whatever a killed run left behind is in one directory that the next run empties. The content hash is the content's
-own sha256: a directory has no metadata to keep it in, and reading back a small JSON file is
-cheap.
+Writes go to a temporary file in this process's own folder of ``<root>/.syncd-tmp/``, are
+fsynced, and renamed into place (same filesystem, so the rename is atomic): a reader, or a crash,
+never sees half an object. Each process holds a lock on its folder, so another syncd on the same
+directory removes only what a killed process left, never a write in progress.
+
+Nothing is ever written, renamed or removed through a symbolic link: the folders of a key are
+opened one by one below the target with ``O_NOFOLLOW`` (a link where a folder should be is an
+error naming it), temporary files are created with ``O_EXCL | O_NOFOLLOW``, and ``.syncd-tmp``
+must be a real directory. The etag of an object is its inode and modification time (rclone
+compares local files by size and time); its sha256 is its content's, computed by ``head``.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
+import stat
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -21,6 +31,9 @@ from urllib.parse import unquote, urlparse
 from syncd.errors import ConfigError, StoreError
 from syncd.keys import TMP_DIR
 from syncd.stores.base import ObjectInfo, RetryingStore
+
+LOCK_NAME = ".lock"
+STALE_SECONDS = 600  # a loose temporary file (of a syncd before per-process folders) this old is a leftover
 
 
 def _path_from_url(url: str) -> Path:
@@ -36,10 +49,15 @@ class LocalStore(RetryingStore):
     """A directory on a local (or mounted) filesystem."""
 
     _max_attempts = 3  # EAGAIN, EINTR, EBUSY: a busy network filesystem
+    listing_hashes = False  # a listing gives size and modification time; head reads the content
 
     def __init__(self, root: Path):
         self.root = root
         self.url = root.as_uri()  # canonical: the default state file is named after it
+        self.identity = self.url
+        self._work: str | None = None  # this process's folder in .syncd-tmp
+        self._work_lock: int | None = None
+        self._making = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, options: dict[str, Any], *, transfers: int = 8) -> LocalStore:
@@ -58,13 +76,66 @@ class LocalStore(RetryingStore):
         errno_ = getattr(exc, "errno", None)
         fatal = errno_ in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
         reason = getattr(exc, "strerror", None) or exc
+        if errno_ in (errno.ELOOP, errno.ENOTDIR) and action != "read":
+            reason = "a symbolic link or a file stands where a folder should be; syncd writes nothing through links"
         return StoreError(f"cannot {action} {self._path(key)}: {reason}", fatal=fatal,
                           retryable=errno_ in (errno.EAGAIN, errno.EINTR, errno.EBUSY))
+
+    # -------------------------------------------------------------- safe paths
+
+    @contextmanager
+    def _folder(self, parts: list[str], create: bool) -> Iterator[int]:
+        """A file descriptor of the folder ``root/parts...``, opened step by step without following
+        a link (``FileNotFoundError`` when it is missing and not ``create``)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts:
+                try:
+                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _tmp_folder(self) -> str:
+        """This process's folder in ``.syncd-tmp``, made (and locked) on first use."""
+        with self._making:
+            if self._work is None:
+                self._make_tmp_folder()
+            return self._work
+
+    def _make_tmp_folder(self) -> None:
+        self._check_tmp_dir()
+        name = uuid.uuid4().hex
+        with self._folder([TMP_DIR], create=True) as tmp_fd:
+            os.mkdir(name, 0o700, dir_fd=tmp_fd)
+        with self._folder([TMP_DIR, name], create=False) as fd:
+            lock = os.open(LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._work, self._work_lock = name, lock
+
+    def _check_tmp_dir(self) -> None:
+        try:
+            st = os.lstat(self.root / TMP_DIR)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise StoreError(f"{self.root / TMP_DIR} is {kind}; syncd keeps its temporary files there and "
+                             "never writes through a link: remove it (syncd makes the folder itself)", fatal=True)
 
     def check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._clear_tmp()
         except OSError as exc:
             raise StoreError(f"target directory {self.root} cannot be created: {exc.strerror}; "
                              "create it or choose another target", fatal=True) from None
@@ -73,69 +144,100 @@ class LocalStore(RetryingStore):
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StoreError(f"target directory {self.root} is not writable by this user; "
                              "fix its permissions or choose another target", fatal=True)
+        self._check_tmp_dir()
+        try:
+            self._clear_leftovers()
+        except OSError as exc:
+            raise StoreError(f"cannot clear {self.root / TMP_DIR}: {exc.strerror}", fatal=True) from None
 
-    def _clear_tmp(self) -> None:
-        # One syncd per target: files here are leftovers of a killed run, never objects.
-        tmp_dir = self.root / TMP_DIR
-        if tmp_dir.is_dir():
-            for leftover in tmp_dir.iterdir():
-                leftover.unlink(missing_ok=True)
+    def _clear_leftovers(self) -> None:
+        """Remove what killed processes left in ``.syncd-tmp``: folders whose lock nobody holds,
+        and loose temporary files older than ``STALE_SECONDS``. Never follows a link."""
+        try:
+            with self._folder([TMP_DIR], create=False) as tmp_fd:
+                for entry in os.scandir(tmp_fd):
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != self._work:
+                            _remove_abandoned(tmp_fd, entry.name)
+                    elif entry.is_symlink() or time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                        os.unlink(entry.name, dir_fd=tmp_fd)
+        except FileNotFoundError:
+            return
 
-    def put(self, key: str, data: bytes, sha256: str) -> None:
+    # -------------------------------------------------------------- the Store interface
+
+    def put(self, key: str, data: bytes, sha256: str) -> str | None:
         if key.split("/", 1)[0] == TMP_DIR:
             raise StoreError(f"key {key!r} is reserved for syncd's temporary files")
-        self.call("write", key, lambda: self._put(key, data))
+        return self.call("write", key, lambda: self._put(key, data))
 
-    def _put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        tmp = self.root / TMP_DIR / f"{uuid.uuid4().hex}.tmp"
-        try:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    def _put(self, key: str, data: bytes) -> str:
+        *folders, name = key.split("/")
+        work = self._tmp_folder()
+        tmp = f"{uuid.uuid4().hex}.tmp"
+        with self._folder([TMP_DIR, work], create=False) as work_fd, self._folder(folders, create=True) as dir_fd:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=work_fd)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
-            try:
-                tmp.unlink()
+                try:
+                    os.fchmod(fd, 0o644)  # whatever the umask: readers of the target read it
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, name, src_dir_fd=work_fd, dst_dir_fd=dir_fd)
             except OSError:
-                pass
-            raise
-        _fsync_dir(path.parent)
+                try:
+                    os.unlink(tmp, dir_fd=work_fd)
+                except OSError:
+                    pass
+                raise
+            os.fsync(dir_fd)  # the rename is durable only once the folder's entry is on disk
+            return _etag(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
+        *folders, name = key.split("/")
 
         def request() -> None:
             try:
-                path.unlink()
+                with self._folder(folders, create=False) as dir_fd:
+                    os.unlink(name, dir_fd=dir_fd)  # a link is removed, never what it points to
+                    os.fsync(dir_fd)
             except FileNotFoundError:
                 return
-            _fsync_dir(path.parent)
 
         self.call("delete", key, request)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            if rel_dir == ".":
-                # writes in progress, or left by a killed run: never objects
-                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
-            dirnames.sort()
-            for name in sorted(filenames):
-                key = name if rel_dir == "." else f"{rel_dir.replace(os.sep, '/')}/{name}"
-                if key.startswith(prefix):
-                    info = self.head(key)
-                    if info is not None:
-                        yield info
+        yield from self._walk(str(self.root), "", prefix)
+
+    def _walk(self, directory: str, rel: str, prefix: str) -> Iterator[ObjectInfo]:
+        """The files below ``directory`` in key order: a folder sorts as its name plus "/"."""
+        try:
+            with os.scandir(directory) as it:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._error("list", rel + "*", exc, listing=True) from None
+        for name, entry in sorted(entries, key=lambda item: item[0]):
+            key = rel + name
+            if name.endswith("/"):
+                # .syncd-tmp holds writes in progress (of a target nested here too): never objects
+                if name != TMP_DIR + "/" and (key.startswith(prefix) or prefix.startswith(key)):
+                    yield from self._walk(entry.path, key, prefix)
+                continue
+            if not key.startswith(prefix):
+                continue
+            try:
+                st = entry.stat()  # a link to a file lists as that file
+            except OSError:
+                continue  # gone since listed, or a dangling link
+            if stat.S_ISREG(st.st_mode):
+                yield ObjectInfo(key, st.st_size, None, _etag(st))
 
     def get(self, key: str) -> bytes | None:
         def request() -> bytes | None:
@@ -147,24 +249,62 @@ class LocalStore(RetryingStore):
         return self.call("read", key, request)
 
     def head(self, key: str) -> ObjectInfo | None:
-        data = self.get(key)
-        if data is None:
-            return None
-        return ObjectInfo(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        def request() -> ObjectInfo | None:
+            try:
+                with open(self._path(key), "rb") as f:
+                    data = f.read()
+                    st = os.fstat(f.fileno())
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+            return ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest(), _etag(st))
+
+        return self.call("read", key, request)
 
     def close(self) -> None:
-        pass
+        if self._work_lock is not None:
+            work, self._work = self._work, None
+            try:
+                with self._folder([TMP_DIR], create=False) as tmp_fd:
+                    _remove_folder(tmp_fd, work)
+            except OSError:
+                pass  # the next run removes it
+            os.close(self._work_lock)
+            self._work_lock = None
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
+def _etag(st: os.stat_result) -> str:
+    # The inode changes with every write (a new file renamed into place), the modification time
+    # with an edit in place: either tells that the file is not the one syncd wrote.
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}"
+
+
+def _remove_abandoned(tmp_fd: int, name: str) -> None:
+    """Remove the folder ``name`` of ``.syncd-tmp`` unless a running process holds its lock."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        lock = os.open(f"{name}/{LOCK_NAME}", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=tmp_fd)
+    except FileNotFoundError:
+        lock = None
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        if lock is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # in use by another syncd
+        _remove_folder(tmp_fd, name)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _remove_folder(parent_fd: int, name: str) -> None:
+    """Remove a folder of temporary files (no deeper folders), without following links."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    try:
+        for entry in os.scandir(fd):
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.name, dir_fd=fd)
     finally:
         os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)

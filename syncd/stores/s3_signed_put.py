@@ -81,9 +81,9 @@ class SignedPut:
         return self._pool
 
     def put(self, full_key: str, data: bytes, sha256: str) -> Any:
-        """None when stored, else the failed response (status, headers, data) for the caller to
-        explain. One request: the caller retries (``RemoteStore.call``); a network error raises
-        urllib3's ``HTTPError``."""
+        """The response (status, headers, data): the caller reads the ETag of a stored object,
+        or explains a failure. One request: the caller retries (``RetryingStore.call``); a
+        network error raises urllib3's ``HTTPError``."""
         headers = dict(self.headers)
         headers["x-amz-meta-sha256"] = sha256
         headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
@@ -94,7 +94,7 @@ class SignedPut:
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         response = self._pool_manager().request("PUT", url, body=data, headers=dict(request.headers.items()),
                                                 redirect=False)
-        return None if 200 <= response.status < 300 else response
+        return response
 
     def close(self) -> None:
         if self._pool is not None:

@@ -106,6 +106,8 @@ class RecordingStore:
     def __init__(self, inner, fail_on=lambda key: False, fatal: bool = False):
         self.inner = inner
         self.url = inner.url
+        self.identity = inner.identity
+        self.listing_hashes = inner.listing_hashes
         self.fail_on = fail_on
         self.fatal = fatal
         self.stop = None
@@ -116,8 +118,9 @@ class RecordingStore:
         if self.fail_on(key):
             raise StoreError(f"cannot write {key}: access denied (test)", fatal=self.fatal)
         assert hashlib.sha256(data).hexdigest() == sha256
-        self.inner.put(key, data, sha256)
+        etag = self.inner.put(key, data, sha256)
         self.puts.append(key)
+        return etag
 
     def delete(self, key):
         self.deletes.append(key)

@@ -72,9 +72,37 @@ def test_array_reader_equals_json_loads(json_backend):
         if rnd.random() < 0.3:
             text = " \n" + text + "\n "
         chunk = rnd.choice([1, 3, 7, 64, 1 << 20])
-        got = list(jsonstream.iter_array_file(io.BytesIO(text.encode()), chunk))
-        # compare through json.dumps: NaN != NaN, and ints must stay ints (not floats)
-        assert json.dumps(got) == json.dumps(json.loads(text)), (chunk, text[:200])
+        got = [UNREADABLE if isinstance(v, jsonstream.Unreadable) else v
+               for v in jsonstream.iter_array_file(io.BytesIO(text.encode()), chunk)]
+        # an element holding NaN or Infinity (JSON cannot hold them) is skipped, not read as nan
+        expected = [UNREADABLE if _non_finite(v) else v for v in json.loads(text)]
+        # compare through json.dumps: ints must stay ints (not floats)
+        assert json.dumps(got) == json.dumps(expected), (chunk, text[:200])
+
+
+UNREADABLE = "<skipped>"
+
+
+def _non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def test_skipped_elements_are_named_and_the_rest_is_read(json_backend):
+    deep = "[" * 5000 + "]" * 5000
+    text = ('[{"id": 1}, {"id": 2, "x": NaN}, {"id": 3, "data": ' + deep + '}, [' + deep + '],'
+            ' {"id": 4, "n": 1e400}, {"id": 5, "s": "] } [ {"}] trailing')
+    got = list(jsonstream.iter_array_file(io.BytesIO(text.encode()), 64))
+    assert [v["id"] for v in got if isinstance(v, dict)] == [1, 5]
+    skipped = [(v.task_id, v.reason) for v in got if isinstance(v, jsonstream.Unreadable)]
+    assert [task_id for task_id, _ in skipped] == [2, 3, None, 4, None]
+    assert "NaN" in skipped[0][1] and "nests deeper" in skipped[1][1] and "1e400" in skipped[3][1]
+    assert "bytes after the task array" in skipped[4][1]
 
 
 @pytest.mark.parametrize("text,message", [

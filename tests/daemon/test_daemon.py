@@ -226,3 +226,23 @@ def test_resync_from_a_directory(fixtures_dir, tmp_path):
         # Label Studio's storage files hold draft ids where its export has the drafts
         assert {k: v for k, v in doc.items() if k != "drafts"} == {k: v for k, v in expected.items() if k != "drafts"}
     assert sorted(p.name for p in out.glob("*.json")) == sorted(p.name for p in source.glob("*.json"))
+
+
+def test_an_orphan_is_reported_once_as_resync_reports_it(ls_db, tmp_path):
+    """Without delete: true, the object of a task that lost its last annotation stays, and the
+    daemon says so, once (a reconcile every second finds it again and again)."""
+    out = tmp_path / "out"
+    daemon = RunningSyncd(tmp_path, f"sqlite:///{ls_db}", str(out), {"reconcile_interval": 1})
+    try:
+        daemon.wait_ready()
+        conn = sqlite3.connect(ls_db)
+        new_id = add_annotation(conn, 11, [])
+        wait_for(lambda: read_json(out / "11.json"), ARRIVES, "11.json to appear")
+        delete_annotation(conn, new_id, "2026-11-25 12:07:00.000000")
+        conn.close()
+        wait_for(lambda: "orphaned: 11.json" in daemon.logs(), ARRIVES, "the orphan to be reported")
+        time.sleep(2.5)  # reconciles that find it again
+        assert (out / "11.json").exists()
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
+    assert daemon.logs().count("orphaned: 11.json") == 1

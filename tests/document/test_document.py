@@ -103,5 +103,5 @@ def test_invalid_stored_json_is_a_bad_task_naming_it(ls_db):
     docs = {doc.task_id: doc for doc in source.documents([7, 8])}
     source.close()
     assert isinstance(docs[7], BadTask)
-    assert re.match(r"task 7: task_completion.result of row 7 is not valid JSON", str(docs[7]))
+    assert re.match(r"task 7 \(project 2\): task_completion.result of row 7 is not valid JSON", str(docs[7]))
     assert not isinstance(docs[8], BadTask)  # the other tasks are still fine

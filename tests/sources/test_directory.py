@@ -418,7 +418,7 @@ def test_nan_and_lone_surrogates_are_errors_not_crashes(fixtures_dir: Path, tmp_
     assert sorted(scan.documents) == [45]
     assert len(scan.errors) == 2
     assert any("nan.json: not valid JSON (NaN is not valid JSON)" in e for e in scan.errors)
-    assert any(e.startswith("task 2: cannot be written as JSON") and "2.json" in e for e in scan.errors)
+    assert any(e.startswith("task 2 (project 6): cannot be written as JSON") and "2.json" in e for e in scan.errors)
     assert scan.unresolved == 2  # nan.json holds unknown tasks; task 2 exists but has no document
 
 

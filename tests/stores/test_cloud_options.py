@@ -35,8 +35,8 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 def roundtrip(store: Any) -> None:
     store.check_writable()
-    store.put("1.json", DATA, SHA)
-    assert store.head("1.json") == ObjectInfo("1.json", len(DATA), SHA)
+    etag = store.put("1.json", DATA, SHA)
+    assert store.head("1.json") == ObjectInfo("1.json", len(DATA), SHA, etag)
     assert [info.key for info in store.list()] == ["1.json"]
 
 

@@ -101,17 +101,36 @@ def listing(store: Store, prefix: str = "") -> dict[str, ObjectInfo]:
     return {info.key: info for info in infos}
 
 
+def put(store: Store, key: str, data: bytes, sha: str) -> tuple[ObjectInfo, ObjectInfo]:
+    """Put an object; what ``head`` must then say of it, and what a listing must say: the sha256
+    where the store's listings carry it, else the etag ``put`` returned."""
+    etag = store.put(key, data, sha)
+    assert store.listing_hashes or etag, "a store whose listings carry no sha256 must return an etag"
+    return (ObjectInfo(key, len(data), sha, etag),
+            ObjectInfo(key, len(data), sha if store.listing_hashes else None, etag))
+
+
 # -- basic operations ----------------------------------------------------------------------------
 
 
-def test_put_then_head_and_list_report_size_and_sha256(harness: Harness) -> None:
+def test_put_then_head_and_list_report_size_and_sha256_or_etag(harness: Harness) -> None:
     store, _ = harness.fresh()
     data, sha = doc({"id": 1, "annotations": [{"result": []}]})
-    store.put("1.json", data, sha)
+    head, listed = put(store, "1.json", data, sha)
 
-    assert store.head("1.json") == ObjectInfo("1.json", len(data), sha)
-    assert listing(store) == {"1.json": ObjectInfo("1.json", len(data), sha)}
+    assert store.head("1.json") == head
+    assert listing(store) == {"1.json": listed}
     assert store.head("2.json") is None
+
+
+def test_listings_come_in_key_order(harness: Harness) -> None:
+    """The audit merges a listing with the checkpoint, both in key order (by code point)."""
+    store, _ = harness.fresh("ordered")
+    data, sha = doc({})
+    keys = ["b.json", "a/1.json", "a.json", "a-b/2.json", "a0.json", "Z.json", "é.json", "a/b/c.json", "aa.json"]
+    for key in keys:
+        store.put(key, data, sha)
+    assert [info.key for info in store.list()] == sorted(keys)
 
 
 def test_stored_bytes_are_exactly_the_document(harness: Harness) -> None:
@@ -149,12 +168,13 @@ def test_overwrite_replaces_content_and_hash(harness: Harness) -> None:
     store, bucket = harness.fresh()
     old, old_sha = doc({"id": 5, "v": "old"})
     new, new_sha = doc({"id": 5, "v": "a newer, longer value"})
-    store.put("5.json", old, old_sha)
-    store.put("5.json", new, new_sha)
+    first, _ = put(store, "5.json", old, old_sha)
+    head, listed = put(store, "5.json", new, new_sha)
 
-    assert store.head("5.json") == ObjectInfo("5.json", len(new), new_sha)
-    assert listing(store) == {"5.json": ObjectInfo("5.json", len(new), new_sha)}
+    assert store.head("5.json") == head
+    assert listing(store) == {"5.json": listed}
     assert harness.service.read_object(bucket, "5.json") == new
+    assert head.etag is None or head.etag != first.etag
 
 
 def test_delete_removes_and_deleting_a_missing_key_is_no_error(harness: Harness) -> None:
@@ -193,13 +213,15 @@ def test_a_target_prefix_scopes_every_operation(harness: Harness) -> None:
     inner.put("sub/2.json", data, sha)
     outer.put("outside.json", data, sha)
     outer.put("exports/project-70/1.json", data, sha)  # shares the prefix's characters, not its folder
+    inner_head = inner.head("1.json")
 
     assert set(listing(inner)) == {"1.json", "sub/2.json"}
     assert set(listing(inner, "sub/")) == {"sub/2.json"}
     assert inner.head("outside.json") is None
     assert set(listing(outer)) == {"exports/project-7/1.json", "exports/project-7/sub/2.json", "outside.json",
                                    "exports/project-70/1.json"}
-    assert outer.head("exports/project-7/1.json") == ObjectInfo("exports/project-7/1.json", len(data), sha)
+    assert outer.head("exports/project-7/1.json") == ObjectInfo("exports/project-7/1.json", len(data), sha,
+                                                                inner_head.etag)
     inner.delete("1.json")
     assert outer.head("exports/project-7/1.json") is None
     assert outer.head("exports/project-70/1.json") is not None
@@ -211,8 +233,8 @@ def test_keys_with_unicode_spaces_and_punctuation(harness: Harness) -> None:
             "punct/it's (1) & [2] +=.json", "emoji/🙂.json"]
     for i, key in enumerate(keys):
         data, sha = doc({"id": i, "key": key})
-        store.put(key, data, sha)
-        assert store.head(key) == ObjectInfo(key, len(data), sha)
+        head, _ = put(store, key, data, sha)
+        assert store.head(key) == head
         assert store.get(key) == data
     assert set(listing(store)) == set(keys)
     assert set(listing(store, "tâche/")) == {"tâche/ünïcode ✓.json"}
@@ -225,9 +247,9 @@ def test_a_10_mb_document(harness: Harness) -> None:
     store, bucket = harness.fresh("big")
     data, sha = doc({"id": 42, "annotations": [{"result": [{"value": {"text": "x" * 1000}}] * 10_240}]})
     assert len(data) > 10 * 1024 * 1024
-    store.put("42.json", data, sha)
+    head, _ = put(store, "42.json", data, sha)
 
-    assert store.head("42.json") == ObjectInfo("42.json", len(data), sha)
+    assert store.head("42.json") == head
     assert listing(store)["42.json"].size == len(data)
     assert store.get("42.json") == data
     assert hashlib.sha256(harness.service.read_object(bucket, "big/42.json")).hexdigest() == sha
@@ -244,13 +266,12 @@ def populated_bucket(harness: Harness) -> tuple[str, dict[str, ObjectInfo]]:
         store, bucket = harness.fresh("many", transfers=16)
         expected = {}
 
-        def put(i: int) -> None:
+        def put_one(i: int) -> None:
             data, sha = doc({"id": i})
-            store.put(f"{i}.json", data, sha)
-            expected[f"{i}.json"] = ObjectInfo(f"{i}.json", len(data), sha)
+            expected[f"{i}.json"] = put(store, f"{i}.json", data, sha)[1]
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(put, range(MANY)))
+            list(pool.map(put_one, range(MANY)))
         _populated[harness.service.endpoint or harness.service.name] = (bucket, expected)
     return _populated[harness.service.endpoint or harness.service.name]
 
@@ -290,6 +311,14 @@ def test_check_writable_passes_and_leaves_nothing_behind(harness: Harness) -> No
     store.check_writable()
     assert listing(store) == {}
     assert harness.service.raw_keys(bucket) == []
+
+
+def test_a_probe_left_by_a_crash_goes_with_the_next_check(cloud: Harness) -> None:
+    store, bucket = cloud.fresh("crashed", check=False)
+    cloud.service.put_foreign(bucket, "crashed/.syncd/write-check", b"{}")  # killed between its PUT and DELETE
+    assert listing(store) == {}  # never taken for an object
+    store.check_writable()
+    assert cloud.service.raw_keys(bucket) == []
 
 
 def test_missing_bucket_is_a_fatal_error_naming_it(harness: Harness) -> None:
@@ -341,8 +370,9 @@ def test_objects_written_by_others_have_no_sha256(cloud: Harness) -> None:
     data, sha = doc({"id": 8})
     store.put("8.json", data, sha)
     cloud.service.put_foreign(bucket, "other.json", b'{"x": 1}')
-    assert store.head("other.json") == ObjectInfo("other.json", 8, None)
-    assert listing(store)["other.json"] == ObjectInfo("other.json", 8, None)
+    head = store.head("other.json")
+    assert (head.key, head.size, head.sha256) == ("other.json", 8, None)
+    assert listing(store)["other.json"] == head
 
 
 def test_connection_pool_is_sized_to_transfers(cloud: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -434,9 +464,9 @@ def test_the_store_retries_throttling_by_itself(cloud: Harness, fault_proxy: Cal
     headers, body = cloud.service.error_answer(503, THROTTLE_CODE[cloud.service.name])
     proxy.fail(503, headers=headers, body=body, times=1)
     data, sha = doc({"id": 1})
-    store.put("1.json", data, sha)  # the first try is throttled, the second passes
+    head, _ = put(store, "1.json", data, sha)  # the first try is throttled, the second passes
 
-    assert store.head("1.json") == ObjectInfo("1.json", len(data), sha)
+    assert store.head("1.json") == head
     assert proxy.count("PUT") + proxy.count("POST") == 2
 
 
@@ -541,3 +571,27 @@ def test_a_wrong_signature_is_refused_by_the_authenticating_server(request: pyte
         assert err.value.fatal and "credentials" in str(err.value)
     finally:
         store.close()
+
+
+def test_retry_after_is_honoured_on_every_call(cloud: Harness, fault_proxy: Callable[[str], Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A throttled PUT, HEAD, GET, DELETE or listing is tried again no earlier than the server's
+    Retry-After asked (and at most max_attempts times in all)."""
+    from syncd import retry
+
+    waits: list[float] = []
+    monkeypatch.setattr(retry, "sleep", waits.append)
+    proxy = fault_proxy(cloud.service.endpoint)
+    store, _ = cloud.fresh("after", endpoint=proxy.url, max_attempts=2)
+    data, sha = doc({"id": 1})
+    headers, body = cloud.service.error_answer(503, THROTTLE_CODE[cloud.service.name])
+    calls = {"put": lambda: store.put("1.json", data, sha), "head": lambda: store.head("1.json"),
+             "get": lambda: store.get("1.json"), "list": lambda: list(store.list()),
+             "delete": lambda: store.delete("1.json")}
+    for name, call in calls.items():
+        proxy.clear()
+        waits.clear()
+        proxy.fail(503, headers={**headers, "Retry-After": "7"}, body=body, times=1)
+        call()
+        assert waits and min(waits) >= 7, f"{name} retried after {waits}"
+        assert len(proxy.requests) == 2, f"{name}: {proxy.requests}"

@@ -32,8 +32,9 @@ def _write_config(path: Path, values: dict) -> str:
 
 
 def objects(out: Path) -> dict[str, dict]:
+    """The documents in a target directory (not syncd's own files: its marker, its temporary files)."""
     return {str(p.relative_to(out)): json.loads(p.read_bytes()) for p in out.rglob("*.json")
-            if ".syncd-tmp" not in p.parts}
+            if not {".syncd-tmp", ".syncd"} & set(p.parts)}
 
 
 def delete_annotations(db: Path, *annotation_ids: int) -> None:
@@ -228,7 +229,7 @@ def test_invalid_task_json_fails_that_task_only(ls_db, tmp_path, exported):
     out = tmp_path / "out"
     result = resync(ls_db, out, tmp_path / "s.sqlite3")
     assert result.returncode == 1
-    assert "task 12: task.data of row 12 is not valid JSON" in result.stderr
+    assert "task 12 (project 2): task.data of row 12 is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert set(objects(out)) == {f"{t}.json" for t in exported if t != 12}
     assert f"{len(exported) - 1} written" in result.stdout and "1 failed" in result.stdout

@@ -58,6 +58,7 @@ def test_resync_into_each_store(request, service_name, engine, tmp_path, fixture
     assert first.returncode == 0, first.stderr
     assert f"{len(expected)} written" in first.stdout
     stored = {key: json.loads(service.read_object(bucket, key)) for key in service.raw_keys(bucket)}
+    assert set(stored.pop("labels/.syncd/target.json")) == {"target_id", "written_by", "created_at"}
     assert stored == expected
 
     second = run_syncd("resync", "--config", config, env=env)

@@ -12,7 +12,6 @@ from a hard-coded copy.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -104,6 +103,10 @@ class Database:
             pass
 
 
+class MissingDatabase(SourceError):
+    """The SQLite database file is not there."""
+
+
 class NotUtf8(str):
     """Text read from bytes that are not UTF-8, with U+FFFD in place of the bad bytes."""
 
@@ -116,8 +119,14 @@ def _lenient_text(data: bytes) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with its password replaced, for messages and logs (also a password that holds an
+    unencoded ``@``: the host follows the last ``@``)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")  # masking too much (an "@" in the path) is the safe side
+    user, colon, _password = userinfo.partition(":")
+    if not sep or not at or not colon or "/" in user:
+        return url
+    return f"{scheme}://{user}:***@{host}"
 
 
 # ---------------------------------------------------------------- resolving the URL
@@ -206,8 +215,8 @@ def _connect_sqlite(url: str) -> Database:
     path = sqlite_path(url)
     shown = f"sqlite:///{path}"
     if not path.exists():
-        raise SourceError(f"database file {path} does not exist; check db: (Label Studio keeps it "
-                          "in its data dir, see LABEL_STUDIO_BASE_DATA_DIR)")
+        raise MissingDatabase(f"database file {path} does not exist; check db: (Label Studio keeps it "
+                              "in its data dir, see LABEL_STUDIO_BASE_DATA_DIR)")
     if path.is_dir():
         raise SourceError(f"database {path} is a directory; point db: at the label_studio.sqlite3 file")
     uri = f"file:{quote(str(path.absolute()))}?mode=ro"
