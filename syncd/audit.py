@@ -128,14 +128,27 @@ def adopt(store: Store, checkpoint: Checkpoint, key_template: str, workers: int 
     checkpoint.forget_all()
     result = AuditResult()
     listed = (info for info in store.list(template_prefix(key_template)) if pattern.match(info.key))
-    for info in _with_hashes(store, listed, workers):
+    # What the target holds is recorded whoever holds the projects (no write is claimed here).
+    fence = getattr(checkpoint, "fence", None)
+    if fence is not None:
+        checkpoint.fence = None
+    try:
+        _adopt(store, checkpoint, pattern, _with_hashes(store, listed, workers), result)
+        checkpoint.flush()
+    finally:
+        if fence is not None:
+            checkpoint.fence = fence
+    return result
+
+
+def _adopt(store: Store, checkpoint: Checkpoint, pattern: re.Pattern[str], infos: Iterable[ObjectInfo],
+           result: AuditResult) -> None:
+    for info in infos:
         match = pattern.match(info.key)
         project = match.groupdict().get("project_id")
         checkpoint.record_put(info.key, int(match["task_id"]), int(project) if project and project.isdigit() else None,
                               info.sha256 or "", info.size, etag=info.etag)
         result.adopted += 1
-    checkpoint.flush()
-    return result
 
 
 def _with_hashes(store: Store, infos: Iterable[ObjectInfo], workers: int) -> Iterator[ObjectInfo]:

@@ -42,6 +42,9 @@ class Config:
     poll_interval: float = 1.0  # syncd run: seconds between polls when no file event wakes it
     reconcile_interval: float = 30.0  # syncd run: seconds between fingerprint reconciliations
     audit_interval: float = 3600.0  # syncd run: seconds between audits of the target's listing; 0: never
+    state_schema: str = "syncd"  # PostgreSQL state: the schema syncd keeps its tables in
+    state_in_label_studio_db: bool = False  # PostgreSQL state: allowed in Label Studio's own database
+    lease_seconds: float = 10.0  # PostgreSQL state: a dead process's projects are taken over after this
     s3: dict[str, Any] = field(default_factory=dict)
     gcs: dict[str, Any] = field(default_factory=dict)
     azure: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +144,20 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not 0.05 <= number <= 86400:
             raise ConfigError(f"{where}: must be a number of seconds from 0.05 to 86400, got {value!r}")
         return number
+    if key == "lease_seconds":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = -1.0
+        if isinstance(value, bool) or not 3 <= number <= 300:
+            raise ConfigError(f"{where}: must be a number of seconds from 3 to 300, got {value!r}")
+        return number
+    if key == "state_schema":
+        if not isinstance(value, str) or not value.replace("_", "").isalnum() or value[:1].isdigit():
+            raise ConfigError(f"{where}: must be a schema name of letters, digits and underscores, got {value!r}")
+        return value
+    if key == "state_in_label_studio_db":
+        return boolean(value, where)
     if key == "audit_interval":
         try:
             number = float(value)

@@ -13,10 +13,12 @@ and the lag metric show it.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,7 @@ log = logging.getLogger("syncd")
 
 SHUTDOWN_GRACE = 9.0  # seconds to drain in-flight writes after SIGTERM (systemd waits 10 s+)
 MAX_BACKOFF = 60.0  # seconds: the longest wait before reconnecting to a lost database or target
+MAX_RECENT_BATCHES = 10_000  # batches of changed tasks remembered for a takeover (_remember)
 # After a change event, wait until the source has been quiet this long (Label Studio saves the
 # task row ~50 ms after the annotation row), so one change costs one write, not two.
 COMMIT_SETTLE = 0.06
@@ -60,14 +63,18 @@ class Daemon:
         self.metrics = Metrics(daemon=True)
         self.notifier = Notifier()
         self.retry_at: dict[int, tuple[float, int]] = {}  # task id -> (when, failures so far)
+        self.fenced_seen = 0  # checkpoint records dropped by fencing, already counted
+        self.recent: collections.deque[tuple[float, frozenset[int]]] = collections.deque()  # see _remember
         self.behind_since: float | None = None
         self.metrics.lag.set_function(lambda: time.time() - self.behind_since if self.behind_since else 0.0)
         self.metrics.queue.set_function(lambda: len(self.retry_at))
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
         self.bundles: BundleWorker | None = None
+        self.metrics.process.labels(f"{socket.gethostname()}:{os.getpid()}").set(1)
         self.failing_since: float | None = None  # monotonic time the current outage began
         self.writes_failing_since: float | None = None  # ... the target began refusing writes
         self._writes_failing = ""
+        self.holding = ""  # sharing the target: which projects this process holds (for /readyz)
         self._orphans_reported: set[str] = set()
         self.backoff = Backoff(base=1.0, cap=MAX_BACKOFF)
         self._signals = 0
@@ -182,8 +189,10 @@ class Daemon:
             session.close()
 
     def _loop(self, session: Session) -> None:
-        cfg, source, syncer = self.cfg, session.source, session.syncer
+        cfg, source, syncer, leases = self.cfg, session.source, session.syncer, session.leases
         _, cursor = source.changes_since(None)  # before the full pass: nothing falls in between
+        if leases:
+            self._follow_leases(session, first=True)
         self.behind_since = self.behind_since or time.time()
         first = syncer.full(progress=lambda done, total: self.notifier.beat())
         self._account(first, full=True)
@@ -191,17 +200,18 @@ class Daemon:
         if self.stop.is_set():
             return
         if cfg.bundles:
-            self.bundles = BundleWorker(cfg.bundles, lambda: open_bundle_parts(cfg, self.stop),
-                                        projects=cfg.projects, transfers=cfg.transfers,
-                                        changed=first.changed_projects, on_results=self._bundles_done)
+            scope = (lambda: sorted(leases.held()) or None) if leases else (lambda: cfg.projects)
+            self.bundles = BundleWorker(cfg.bundles, lambda: open_bundle_parts(cfg, self.stop), scope=scope,
+                                        transfers=cfg.transfers, changed=first.changed_projects,
+                                        on_results=self._bundles_done)
         self._became_ready()
         next_reconcile = time.monotonic() + cfg.reconcile_interval
         next_audit = time.monotonic() + cfg.audit_interval if cfg.audit_interval else float("inf")
         while not self.stop.is_set():
             now = time.monotonic()
             next_retry = min((when for when, _ in self.retry_at.values()), default=next_reconcile)
-            events = self._next_events(max(0.0, min(cfg.poll_interval, next_reconcile - now, next_retry - now,
-                                                    next_audit - now)), settle=COMMIT_SETTLE)
+            wait = min(now + cfg.poll_interval, next_reconcile, next_retry, next_audit) - now
+            events = self._next_events(max(0.0, wait), settle=COMMIT_SETTLE)
             self.notifier.beat()
             if self.stop.is_set():
                 return
@@ -210,24 +220,76 @@ class Daemon:
             lost = next((e.lost for e in events if e.lost), None)
             if lost:
                 raise SourceError(lost)
+            now = time.monotonic()
+            if leases:  # projects taken over from a process that left; metrics of what is held
+                self._follow_leases(session)
             touched, cursor = source.changes_since(cursor)
             for event in events:
                 touched |= event.task_ids
-            now = time.monotonic()
             due_retry = {t for t, (when, _) in self.retry_at.items() if when <= now}
             if touched and self.behind_since is None:
                 self.behind_since = time.time()
             if touched or due_retry:
                 self._account(syncer.sync_tasks(touched | due_retry), retried=due_retry)
+            if touched and leases:
+                self._remember(touched)
             if now >= next_audit:  # the target, checked against the checkpoint; what it lacks is rewritten
-                syncer.audit()
+                if leases is None or leases.holds_target():
+                    syncer.audit()
                 next_audit = time.monotonic() + cfg.audit_interval
                 next_reconcile = now
             if now >= next_reconcile:
+                if leases:  # projects created in Label Studio since
+                    leases.keep(cfg.projects or list(source.projects()))
                 self._account(syncer.reconcile(), full=True)
                 self.metrics.tasks.set(session.checkpoint.count())  # a scan: not on every change
                 next_reconcile = time.monotonic() + cfg.reconcile_interval
             self._set_ready()
+
+    def _follow_leases(self, session: Session, first: bool = False) -> None:
+        """Sharing the target: take the first share of the projects (``first``), then sync the
+        projects the lease keeper took over since, and show what is held."""
+        leases = session.leases
+        if first:
+            projects = self.cfg.projects or list(session.source.projects())
+            leases.tick(projects)
+            leases.keep(projects, on_gain=lambda: self.events.put(Wake()))  # taken over: sync them now
+            self.fenced_seen = 0  # a new session: a new checkpoint, counting fenced records from 0
+            self.metrics.process.clear()
+            self.metrics.process.labels(leases.holder).set(1)
+        else:
+            gained = leases.take_gained()
+            if gained:  # the first full pass covers the first share
+                # What changed lately first (the previous holder may have died before writing
+                # it; this process saw it but did not hold the project), then the full pass.
+                recent = frozenset().union(*(ids for _, ids in self.recent))
+                if recent:
+                    self._account(session.syncer.sync_tasks(recent))
+                self._account(session.syncer.full(projects=gained))
+                if self.bundles is not None:
+                    self.bundles.changed(gained)
+        held = sorted(leases.held())
+        holding = f"{leases.holder} holds projects {', '.join(map(str, held)) or 'none'}"
+        if holding != self.holding:
+            self.metrics.projects_held.clear()
+            for project_id in held:
+                self.metrics.projects_held.labels(str(project_id)).set(1)
+            self.holding = holding
+        fenced = getattr(session.checkpoint, "fenced", 0)
+        if fenced > self.fenced_seen:
+            log.warning("%d write(s) not recorded: their project's lease was lost while they were in flight; "
+                        "the audit checks those objects", fenced - self.fenced_seen)
+            self.metrics.failures.labels("fenced").inc(fenced - self.fenced_seen)
+            self.fenced_seen = fenced
+
+    def _remember(self, touched: set[int]) -> None:
+        """Keep the tasks changed within the last two leases (bounded): the projects a process
+        takes over after another died start with them."""
+        now = time.monotonic()
+        self.recent.append((now, frozenset(touched)))
+        horizon = now - 2 * self.cfg.lease_seconds
+        while self.recent and (self.recent[0][0] < horizon or len(self.recent) > MAX_RECENT_BATCHES):
+            self.recent.popleft()
 
     def _next_events(self, timeout: float, settle: float = 0.0) -> list[Wake]:
         """The events that came within ``timeout`` (none: a poll tick). With ``settle``, after
@@ -252,7 +314,7 @@ class Daemon:
     def _set_ready(self) -> None:
         """In step, unless the target is refusing writes."""
         if self.writes_failing_since is None:
-            self.health.set(True)
+            self.health.set(True, self.holding)
         else:
             self.health.set(False, self._writes_failing)
 

@@ -7,15 +7,32 @@ import logging
 import sys
 import time
 
+_process: str | None = None  # set when several processes share a target (and one log stream)
+
+
+def name_process(name: str) -> None:
+    """Name this process in every log line from now on (``process`` in JSON lines, ``[name]`` in
+    text): the processes sharing a target through a PostgreSQL state log to one place."""
+    global _process
+    _process = name
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
                  + f".{int(record.msecs):03d}Z", "level": record.levelname.lower(),
                  "message": record.getMessage()}
+        if _process:
+            entry["process"] = _process
         for key, value in getattr(record, "fields", {}).items():
             entry[key] = value
         return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return f"[{_process}] {line}" if _process else line
 
 
 def setup(log_format: str = "text", verbose: bool = False) -> None:
@@ -23,9 +40,9 @@ def setup(log_format: str = "text", verbose: bool = False) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif sys.stderr.isatty():
-        handler.setFormatter(logging.Formatter("syncd: %(levelname)s: %(message)s"))
+        handler.setFormatter(TextFormatter("syncd: %(levelname)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s syncd %(levelname)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s syncd %(levelname)s %(message)s"))
     root = logging.getLogger("syncd")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -13,12 +13,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from syncd import config as config_mod
-from syncd.checkpoint import Checkpoint, open_checkpoint, scratch_copy
+from syncd import logs
+from syncd.checkpoint import Checkpoint, is_postgres, open_checkpoint, scratch_copy, state_location
 from syncd.config import Config
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SyncdError
+from syncd.leases import ProjectLeases
 from syncd.sources import Source, open_source
 from syncd.stores import Store, scheme_of
 from syncd.stores import open_store as open_store_url
@@ -86,11 +89,12 @@ class Session:
     store: Store
     checkpoint: Checkpoint
     syncer: Syncer
+    leases: ProjectLeases | None = None  # with a PostgreSQL state: this process's share of the projects
     _scratch: Any = field(default=None, repr=False)
 
     def close(self) -> None:
-        # The syncer first: it records acknowledged writes in the checkpoint.
-        _close(self.syncer, self.checkpoint, self.source, self.store, self._scratch)
+        # The syncer first: it records acknowledged writes in the checkpoint; the leases last.
+        _close(self.syncer, self.checkpoint, self.source, self.store, self._scratch, self.leases)
 
     def __enter__(self) -> Session:
         return self
@@ -110,8 +114,18 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
         opened.append(store)
         source = open_cfg_source(cfg, one_shot=one_shot)
         opened.append(source)
-        scratch = None
-        checkpoint = open_checkpoint(cfg.state, store.identity)
+        scratch = leases = None
+        state = state_location(cfg.state)
+        if is_postgres(state):
+            check_state_database(cfg, str(state))
+            # Processes that share the state share the target's projects (one-shot runs take
+            # what nobody holds).
+            leases = ProjectLeases(str(state), cfg.state_schema, store.identity, lease_seconds=cfg.lease_seconds,
+                                   member=not one_shot)
+            opened.append(leases)
+            logs.name_process(leases.holder)
+        checkpoint = open_checkpoint(state, store.identity, schema=cfg.state_schema,
+                                     fence=leases.holder if leases else None)
         if options.get("dry_run"):
             scratch = tempfile.TemporaryDirectory(prefix="syncd-dry-run-")
             opened.insert(0, scratch)  # removed last
@@ -121,11 +135,27 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
             finally:
                 real.close()
         opened.append(checkpoint)
-        syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop)
+        syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop, leases=leases)
     except BaseException:
         _close(*reversed(opened))
         raise
-    return Session(cfg, source, store, checkpoint, syncer, scratch)
+    return Session(cfg, source, store, checkpoint, syncer, leases, scratch)
+
+
+def check_state_database(cfg: Config, state: str) -> None:
+    """A PostgreSQL state in Label Studio's own database only when the configuration says so."""
+    db = cfg.db or ""
+    if not db.lower().startswith(("postgresql://", "postgres://")) or cfg.state_in_label_studio_db:
+        return
+
+    def where(url: str) -> tuple[str, int, str]:
+        parts = urlsplit(url)
+        return parts.hostname or "localhost", parts.port or 5432, parts.path.lstrip("/")
+
+    if where(db) == where(state):
+        raise ConfigError("state: is Label Studio's own database; syncd would keep its checkpoint there in schema "
+                          f"{cfg.state_schema!r} (and never touch Label Studio's tables): set "
+                          "state_in_label_studio_db: true to allow it, or name another database")
 
 
 def _close(*parts: Any) -> None:

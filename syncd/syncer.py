@@ -25,6 +25,7 @@ from syncd.checkpoint import Checkpoint, Entry
 from syncd.document import TaskDocument
 from syncd.errors import BadTask, StoreError, SyncdError
 from syncd.keys import UnsafeKey, render_key
+from syncd.leases import ProjectLeases
 from syncd.plan import Action, plan_document, plan_removals
 from syncd.sources.base import Source
 from syncd.stores.base import Store
@@ -106,8 +107,9 @@ class Syncer:
     """Keeps one target in step with one source (any ``Source``), through one checkpoint."""
 
     def __init__(self, source: Source, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, leases: ProjectLeases | None = None):
         self.source = source
+        self.leases = leases  # sharing the target with other processes: work on the projects held
         self.store = store
         self.checkpoint = checkpoint
         self.options = options
@@ -129,17 +131,31 @@ class Syncer:
 
     # -------------------------------------------------------------- the three passes
 
-    def full(self, progress: Callable[[int, int], None] | None = None) -> Summary:
-        """Reconcile every labeled task (``syncd resync``, and the daemon's start)."""
+    def _scope(self, only: Iterable[int] | None = None) -> list[int] | None:
+        """The projects a pass works on: the configured ones ([]: all) or, sharing the target,
+        those this process holds (of ``only``); None when that is none."""
+        if self.leases is None:
+            return self.options.projects
+        held = self.leases.held()
+        projects = sorted(held & set(only) if only is not None else held)
+        return projects or None
+
+    def full(self, progress: Callable[[int, int], None] | None = None,
+             projects: Iterable[int] | None = None) -> Summary:
+        """Reconcile every labeled task (``syncd resync``, and the daemon's start), or those of
+        ``projects`` (a process that took over projects)."""
         summary = self._begin()
         if not self.options.dry_run:
             try:
                 self.store.check_writable()
             except StoreError as exc:  # the target cannot be used: no object would fare better
                 raise FatalStoreError(str(exc), retryable=exc.retryable) from None
-        summary.audit = self.audit(listing=self.options.audit)
+        if projects is None and (self.leases is None or self.leases.holds_target()):
+            summary.audit = self.audit(listing=self.options.audit)  # (sharing: one process does it)
         self.source.refresh()
-        projects = self.options.projects
+        projects = self._scope(projects)
+        if projects is None:
+            return self._end()
         total = self.source.count_labeled(projects)
         seen: set[str] = set()
         listing = self.source.fingerprints(projects)
@@ -147,6 +163,8 @@ class Syncer:
             chunk = list(itertools.islice(listing, CHUNK))
             if not chunk:
                 break
+            if self.leases is not None:  # projects handed to a process that joined are its now
+                chunk = [row for row in chunk if self.leases.valid(row[1])]
             stale = self._stale(chunk, seen)
             if stale:
                 self._plan(self.source.documents(stale, projects), seen)
@@ -155,18 +173,20 @@ class Syncer:
         self._drain()
         if self.stop.is_set():
             raise SyncdError("interrupted; the next run continues where this one stopped")
-        self._remove([e for e in self.checkpoint.entries(projects) if e.key not in seen])
+        self._remove([e for e in self.checkpoint.entries(projects)
+                      if e.key not in seen and (self.leases is None or self.leases.valid(e.project_id))])
         return self._end()
 
     def sync_tasks(self, task_ids: Iterable[int]) -> Summary:
         """Bring these tasks up to date: rewrite changed ones, remove the ones no longer labeled."""
         ids = set(task_ids)
         self._begin()
-        if ids:
+        projects = self._scope()
+        if ids and projects is not None:
             seen: set[str] = set()
-            self._plan(self.source.documents(ids, self.options.projects), seen)
+            self._plan(self.source.documents(ids, projects), seen)
             self._drain()
-            wanted = set(self.options.projects)
+            wanted = set(projects)
             self._remove([e for e in self.checkpoint.for_tasks(ids)
                           if e.key not in seen and (not wanted or e.project_id in wanted)])
         return self._end()
@@ -194,11 +214,14 @@ class Syncer:
     def reconcile(self) -> Summary:
         """Find what change feeds miss (deleted rows, bulk updates that leave ``updated_at``
         alone, edits made with SQL) by comparing fingerprints with the checkpoint."""
+        projects = self._scope()
+        if projects is None:
+            return self.sync_tasks(())
         stored: dict[int, list[Entry]] = {}
-        for entry in self.checkpoint.entries(self.options.projects):
+        for entry in self.checkpoint.entries(projects):
             stored.setdefault(entry.task_id, []).append(entry)
         changed: set[int] = set()
-        for task_id, _project_id, fingerprint in self.source.fingerprints(self.options.projects):
+        for task_id, _project_id, fingerprint in self.source.fingerprints(projects):
             entries = stored.pop(task_id, None)
             if not entries or any(e.fingerprint != fingerprint for e in entries):
                 changed.add(task_id)
@@ -239,6 +262,8 @@ class Syncer:
 
     def _end(self) -> Summary:
         self._drain()
+        if self.leases is not None and not self.options.dry_run:
+            self.checkpoint.flush()  # other processes read these records (a project handed over)
         problems = self.source.problems
         for problem in problems:
             if problem not in self._reported:
@@ -326,6 +351,11 @@ class Syncer:
                 summary.written += 1
             elif action.kind == "delete":
                 summary.deleted += 1
+            return
+        if self.leases is not None and not self.leases.valid(action.project_id):
+            # The project's lease ran out (a stall, a lost connection): its new holder writes it.
+            log.debug("%s %s: project %s is no longer held here; left to its holder", action.kind, action.key,
+                      action.project_id)
             return
         store = self.store
         if action.kind == "put":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from syncd.checkpoint.base import Checkpoint
+from syncd.checkpoint.postgresql import PostgresCheckpoint
 from syncd.checkpoint.sqlite import SqliteCheckpoint
 from syncd.sources.base import Source
 from syncd.sources.directory import DirectorySource
@@ -115,7 +116,7 @@ def test_every_source_implements_the_interface(cls):
     assert check_implements(cls, Source) == []
 
 
-@pytest.mark.parametrize("cls", [SqliteCheckpoint])
+@pytest.mark.parametrize("cls", [SqliteCheckpoint, PostgresCheckpoint])
 def test_every_checkpoint_implements_the_interface(cls):
     assert check_implements(cls, Checkpoint) == []
 

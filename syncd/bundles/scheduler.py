@@ -83,13 +83,13 @@ class BundleWorker:
     round's results (for metrics and logs)."""
 
     def __init__(self, config: BundleConfig, open_parts: Callable[[], tuple[Source, Store]], *,
-                 projects: list[int], transfers: int, changed: Iterable[int | None] = (),
+                 scope: Callable[[], list[int] | None], transfers: int, changed: Iterable[int | None] = (),
                  on_results: Callable[[list[PublishedBundle]], None] = lambda results: None):
         self.config = config
         self.scheduler = BundleScheduler(config.debounce)
         self.scheduler.mark_changed(changed, time.monotonic())  # rebuilt in the first round
         self._open_parts = open_parts
-        self._projects = projects
+        self._scope = scope  # the projects this process builds for ([]: all; None: none now)
         self._transfers = transfers
         self._on_results = on_results
         self._stop = threading.Event()
@@ -121,14 +121,18 @@ class BundleWorker:
                     continue
                 # The first round: every changed project, and what is missing anywhere.
                 due = self.scheduler.due(time.monotonic() if missing_done else float("inf"))
-                if missing_done and not due:
+                scope = self._scope()
+                if scope:  # sharing the target: the projects this process holds
+                    due = [p for p in due if p in scope]
+                if (missing_done and not due) or scope is None:
+                    missing_done = True
                     continue
                 try:
                     if parts is None:
                         parts = self._open_parts()
                     source, store = parts
                     results = publish_changed(source, store, self.config, due,
-                                              only=due if missing_done else self._projects,
+                                              only=due if missing_done else scope,
                                               transfers=self._transfers, stop=self._stop)
                     missing_done = True
                     backoff.reset()

@@ -19,9 +19,28 @@ def default_state_path(identity: str) -> Path:
     return base / f"{readable}-{digest}.sqlite3"
 
 
-def open_checkpoint(state: str | os.PathLike[str] | None, identity: str) -> Checkpoint:
-    """The checkpoint of the target whose ``Store.identity`` is ``identity``: in the SQLite
-    file ``state``, or the per-target default file when ``state`` is None."""
+STATE_URL_ENV = "SYNCD_STATE_URL"  # the state, when the config names none
+
+
+def is_postgres(state: str | os.PathLike[str] | None) -> bool:
+    return isinstance(state, str) and state.lower().startswith(("postgresql://", "postgres://"))
+
+
+def state_location(state: str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """``state`` as configured, else ``$SYNCD_STATE_URL``, else None (the default file)."""
+    return state or os.environ.get(STATE_URL_ENV) or None
+
+
+def open_checkpoint(state: str | os.PathLike[str] | None, identity: str, *, schema: str = "syncd",
+                    fence: str | None = None) -> Checkpoint:
+    """The checkpoint of the target whose ``Store.identity`` is ``identity``: in PostgreSQL when
+    ``state`` is a ``postgresql://`` URL (in ``schema``; ``fence``: see PostgresCheckpoint), else
+    in the SQLite file ``state``, or the per-target default file when ``state`` is None."""
+    state = state_location(state)
+    if is_postgres(state):
+        from syncd.checkpoint.postgresql import PostgresCheckpoint
+
+        return PostgresCheckpoint(str(state), identity, schema, fence)
     from syncd.checkpoint.sqlite import SqliteCheckpoint
 
     path = Path(state).expanduser() if state else default_state_path(identity)
@@ -44,4 +63,5 @@ def scratch_copy(checkpoint: Checkpoint, directory: str | os.PathLike[str]) -> C
     return copy
 
 
-__all__ = ["Checkpoint", "Entry", "default_state_path", "open_checkpoint", "scratch_copy"]
+__all__ = ["Checkpoint", "Entry", "default_state_path", "is_postgres", "open_checkpoint", "scratch_copy",
+           "state_location"]

@@ -20,14 +20,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from syncd.cli import check, config, convert, formats, resync, run, triggers
+    from syncd.cli import check, config, convert, formats, resync, run, status, triggers
 
     parser = argparse.ArgumentParser(prog="syncd", description="Keeps Label Studio's annotations in "
                                      "cloud storage: one <task_id>.json per labeled task.")
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for command in (resync, run, check, triggers, config, convert, formats):
+    for command in (resync, run, check, status, triggers, config, convert, formats):
         command.register(sub)
     return parser
 

@@ -72,6 +72,14 @@ def _resync(args: argparse.Namespace, metrics: Metrics) -> tuple[Summary, str | 
     progress = logs.Progress("resync")
     with open_session(cfg, one_shot=True, dry_run=args.dry_run, verify_remote=args.verify_remote,
                       checksum=args.checksum, audit=not args.no_audit) as session:
+        if session.leases is not None:  # sharing the target: take what no running syncd holds
+            projects = cfg.projects or list(session.source.projects())
+            session.leases.tick(projects)
+            session.leases.keep(projects)  # renewed while the run lasts
+            others = sorted(set(projects) - session.leases.held())
+            if others:
+                log.warning("projects %s are held by running syncd processes (see syncd status); left to them",
+                            ", ".join(map(str, others)))
         try:
             summary = session.syncer.full(progress)
         finally:

@@ -36,7 +36,8 @@ def make_app(health: Health, metrics: Metrics) -> Callable[[dict, Start], Iterab
             return _text(start_response, 200, "ok")
         if path == "/readyz":
             ready, reason = health.get()
-            return _text(start_response, 200 if ready else 503, "ready" if ready else f"not ready: {reason}")
+            text = ("ready" + (f": {reason}" if reason else "")) if ready else f"not ready: {reason}"
+            return _text(start_response, 200 if ready else 503, text)
         return _text(start_response, 404, "not found: try /healthz, /readyz or /metrics")
 
     return app

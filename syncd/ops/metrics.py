@@ -43,6 +43,11 @@ class Metrics:
                          "(0 when in step)", registry=r)
         self.queue = Gauge("syncd_queue_depth", "Tasks waiting to be retried", registry=r)
         self.ready = Gauge("syncd_ready", "1 when in step and source and target are reachable", registry=r)
+        self.projects_held = Gauge("syncd_projects_held", "1 for each project this process holds when it shares "
+                                   "the target with other processes (none: it does not share)", ["project_id"],
+                                   registry=r)
+        self.process = Gauge("syncd_process_info", "This process (the lease holder name when sharing the target)",
+                             ["process"], registry=r)
 
     def record(self, summary, full: bool = False) -> None:
         """Count one run's summary (``full``: a pass over every task, which knows the orphans)."""

@@ -69,11 +69,10 @@ def test_daemon_rebuilds_bundles_after_the_debounce(ls_db, tmp_path):
 
 
 def test_a_slow_bundle_build_does_not_hold_up_syncing(ls_db, tmp_path, monkeypatch):
-    """Bundles are built off the sync loop: while a COCO build takes seconds, a change made
-    during it still reaches the target within a second."""
+    """Bundles are built off the sync loop: while a COCO build is held up, a change made during
+    it still reaches the target (before the build is let go)."""
     import dataclasses
     import threading
-    import time
 
     import converters
     from syncd import config as config_mod
@@ -102,15 +101,14 @@ def test_a_slow_bundle_build_does_not_hold_up_syncing(ls_db, tmp_path, monkeypat
         conn = sqlite3.connect(ls_db)
         annotation = add_annotation(conn, 11, [{"value": {"x": 1}}])
         conn.close()
-        changed = time.monotonic()
         wait_for(lambda: annotation in {a["id"] for a in (read_json(out / "11.json") or {}).get("annotations", [])},
-                 5, "the change to reach the target")
-        latency = time.monotonic() - changed
-        assert not release.is_set() and building.is_set()  # the build is still running
-        assert latency < 1.0, f"the change took {latency:.2f}s while a bundle was being built"
+                 15, "the change to reach the target")
+        assert not release.is_set() and building.is_set()  # the build is still held up
+        release.set()
+        # and the held-up builds are published in the end
+        wait_for(lambda: latest(out, 2, "COCO") is not None, 30, "the COCO bundle of project 2")
     finally:
         release.set()
         daemon.shutdown()
         runner.join(20)
     assert not runner.is_alive()
-    assert latest(out, 2, "COCO") is not None  # and the held-up build was published in the end

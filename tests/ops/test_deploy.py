@@ -41,8 +41,8 @@ from tests.daemon_helpers import RunningSyncd, free_port
 DEPLOY = REPO / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 K8S = DEPLOY / "kubernetes"
-UNITS = ("syncd.service", "syncd-resync.service", "syncd-resync.timer")
-SERVICES = ("syncd.service", "syncd-resync.service")
+UNITS = ("syncd.service", "syncd@.service", "syncd-resync.service", "syncd-resync.timer")
+SERVICES = ("syncd.service", "syncd@.service", "syncd-resync.service")
 INSTALLED_SYNCD = "/usr/local/bin/syncd"  # ExecStart's path in the units
 SYNCD_IMAGE = "ghcr.io/example/labelstudio-syncd:0.1.0"
 LS_IMAGE = "heartexlabs/label-studio:1.23.2"
@@ -326,13 +326,19 @@ def rendered(tmp_path_factory) -> dict[str, list[dict]]:
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": ["../sqlite"], "components": ["../../components/syncd-readiness"]}))
     docs = {}
-    for overlay in ("sqlite", "postgresql", "readiness"):
+    for overlay in ("sqlite", "postgresql", "readiness", "replicas"):
         path = str(root / "overlays" / overlay)
         command = [kubectl, "kustomize", path] if kubectl else [kustomize, "build", path]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"kustomize {overlay}: {result.stderr}"
         docs[overlay] = [d for d in yaml.safe_load_all(result.stdout) if d]
     return docs
+
+
+@pytest.fixture(scope="module")
+def sidecar_overlays(rendered) -> dict[str, list[dict]]:
+    """The overlays with syncd as Label Studio's sidecar (all but replicas)."""
+    return {name: docs for name, docs in rendered.items() if name != "replicas"}
 
 
 def test_kubernetes_manifests_validate_offline_against_the_api_schemas(rendered, monkeypatch):
@@ -404,8 +410,8 @@ def test_kubernetes_sidecar_probes_reach_syncd_endpoints(rendered):
         server.shutdown()
 
 
-def test_kubernetes_config_map_is_a_syncd_config_the_containers_can_use(rendered, tmp_path):
-    for overlay, docs in rendered.items():
+def test_kubernetes_config_map_is_a_syncd_config_the_containers_can_use(sidecar_overlays, tmp_path):
+    for overlay, docs in sidecar_overlays.items():
         config_map = find(docs, "ConfigMap", "syncd-config")
         path = tmp_path / f"{overlay}.yaml"
         path.write_text(config_map["data"]["config.yaml"], encoding="utf-8")
@@ -471,16 +477,23 @@ def test_kubernetes_database_wiring_resolves_like_label_studio(rendered, monkeyp
 def test_kubernetes_containers_are_locked_down(rendered):
     parser, instructions = dockerfile()
     image_uid = int([v for i, v in instructions if i == "USER"][-1].split(":")[0])
+    replicas = find(rendered["replicas"], "Deployment", "syncd")
+    containers = {("replicas", "deployment"): (by_name(pod_spec(replicas)["containers"], "syncd"), pod_spec(replicas))}
     for overlay, docs in rendered.items():
-        for where, (container, spec) in syncd_containers(docs).items():
-            assert container["image"] == SYNCD_IMAGE, where
-            context = container["securityContext"]
-            assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True, where
-            assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
-            assert context["runAsUser"] == image_uid, "the image's USER"
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(container["resources"][kind]), (overlay, where, kind)
-            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        if overlay != "replicas":
+            containers.update({(overlay, where): c for where, c in syncd_containers(docs).items()})
+    for (overlay, where), (container, spec) in containers.items():
+        assert container["image"] == SYNCD_IMAGE, where
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True, where
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
+        assert context["runAsUser"] == image_uid, "the image's USER"
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), (overlay, where, kind)
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for overlay, docs in rendered.items():
+        if overlay == "replicas":
+            continue
         pod = pod_spec(find(docs, "Deployment", "label-studio"))
         assert by_name(pod["containers"], "label-studio")["image"] == LS_IMAGE
         assert find(docs, "Deployment", "label-studio")["spec"]["strategy"]["type"] == "Recreate"
@@ -492,11 +505,44 @@ def test_kubernetes_containers_are_locked_down(rendered):
         assert args.command == "resync" and args.log_format == "json" and args.verify_remote
 
 
+def test_kubernetes_replicas_share_the_work_without_a_volume(rendered, tmp_path):
+    docs = rendered["replicas"]
+    syncd = find(docs, "Deployment", "syncd")
+    assert syncd["spec"]["replicas"] == 2
+    assert syncd["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert syncd["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = pod_spec(syncd)
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"]), "no volume: the state is in PostgreSQL"
+    container = by_name(pod["containers"], "syncd")
+    assert build_parser().parse_args(container["args"]).command == "run"
+    assert container["readinessProbe"]["httpGet"] == {"path": READINESS_PATH, "port": DEFAULT_PORT}
+    assert container["livenessProbe"]["httpGet"] == {"path": LIVENESS_PATH, "port": DEFAULT_PORT}
+    secrets = {ref["secretRef"]["name"] for ref in container["envFrom"]}
+    assert {"syncd-credentials", "syncd-state"} <= {re.sub(r"-[a-z0-9]{10}$", "", s) for s in secrets}
+    pdb = find(docs, "PodDisruptionBudget", "syncd")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == syncd["spec"]["selector"]["matchLabels"]
+    # Label Studio without the sidecar, and nothing left that needs syncd's volume.
+    label_studio = pod_spec(find(docs, "Deployment", "label-studio"))
+    assert not label_studio.get("initContainers") and not any(v["name"].startswith("syncd")
+                                                            for v in label_studio["volumes"])
+    assert not [d for d in docs if d["kind"] in ("CronJob", "PersistentVolumeClaim")
+                and "syncd" in d["metadata"]["name"]]
+    # The configuration: a PostgreSQL state from SYNCD_STATE_URL, in Label Studio's database by an explicit yes.
+    path = tmp_path / "replicas.yaml"
+    path.write_text(find(docs, "ConfigMap", "syncd-config")["data"]["config.yaml"], encoding="utf-8")
+    cfg = config_mod.load(str(path))
+    assert cfg.state is None and cfg.state_in_label_studio_db and cfg.lease_seconds <= 15
+    example = (K8S / "overlays" / "replicas" / "state.env.example").read_text(encoding="utf-8")
+    assert re.search(r"^SYNCD_STATE_URL=postgresql://", example, re.M)
+
+
 def test_kubernetes_secret_files_stay_out_of_git():
     git = shutil.which("git")
     if git is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    for path in ("deploy/kubernetes/base/credentials.env", "deploy/kubernetes/overlays/postgresql/postgres.env"):
+    for path in ("deploy/kubernetes/base/credentials.env", "deploy/kubernetes/overlays/postgresql/postgres.env",
+                 "deploy/kubernetes/overlays/replicas/state.env"):
         assert (REPO / (path + ".example")).is_file()
         result = subprocess.run([git, "check-ignore", "-q", path], cwd=REPO)
         assert result.returncode == 0, f"{path} is not git-ignored"
@@ -703,7 +749,7 @@ def test_deploy_readme_covers_each_way_and_names_real_files():
     headings = [h.lower() for h in re.findall(r"^##+ (.+)$", readme, re.M)]
     for way in ("systemd", "kubernetes", "container image", "scheduled"):
         assert any(way in h for h in headings), f"no section about {way}: {headings}"
-    for path in sorted(set(re.findall(r"\bdeploy/[\w./*-]*[\w*]", readme))):
+    for path in sorted(set(re.findall(r"\bdeploy/[\w./*@-]*[\w*]", readme))):
         exists = any(REPO.glob(path)) or (REPO / (path + ".example")).exists()  # *.env: made from *.env.example
         assert exists, f"deploy/README.md names {path}, which does not exist"
 
@@ -738,4 +784,5 @@ def test_metrics_are_one_vocabulary_served_by_prometheus_client(ls_db, tmp_path)
     finally:
         server.shutdown()
     assert file_names and file_names <= served
-    assert served - file_names == {"syncd_seconds_behind", "syncd_queue_depth", "syncd_ready"}
+    assert served - file_names == {"syncd_seconds_behind", "syncd_queue_depth", "syncd_ready", "syncd_projects_held",
+                                   "syncd_process_info"}

@@ -483,7 +483,9 @@ def test_first_scan_uses_files_already_at_rest(fixtures_dir: Path, tmp_path: Pat
     assert sorted(scan.documents) == [1] and scan.pending == 1 and scan.unresolved == 1
 
 
-def test_many_files_rescan_fast(tmp_path: Path):
+def test_a_rescan_reads_no_unchanged_file(tmp_path: Path):
+    """What keeps a rescan of many files cheap: files whose size and mtime did not change are
+    not opened again (the speed itself is a benchmark's business, not a test's)."""
     count = 5_000
     old = time.time() - 60
     for i in range(1, count + 1):
@@ -494,11 +496,8 @@ def test_many_files_rescan_fast(tmp_path: Path):
         os.utime(path, (old, old))
     src = DirectorySource(tmp_path)
     assert len(src.scan().documents) == count
-    started = time.perf_counter()
     scan = src.scan()
-    elapsed = time.perf_counter() - started
     assert scan.read == 0 and len(scan.documents) == count
-    assert elapsed < 0.5, f"rescan of {count} unchanged files took {elapsed:.2f} s"  # 100k: ~0.35 s
 
 
 def test_missing_directory_and_urls(tmp_path: Path):
