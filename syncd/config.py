@@ -79,6 +79,60 @@ def expand_env(value: Any, where: str) -> Any:
     return value
 
 
+CONFIG_ENV = "SYNCD_CONFIG"  # a config file to use when --config is not given
+
+
+def config_search_path() -> list[Path]:
+    """Where syncd looks for a config file when ``--config`` is not given, in order."""
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [Path("syncd.yaml"), Path(xdg) / "syncd" / "config.yaml", Path("/etc/syncd/config.yaml")]
+
+
+def find_config() -> str | None:
+    """The config file to read without ``--config``: ``$SYNCD_CONFIG``, else the first file of
+    ``config_search_path()`` that exists; None: the defaults (and the command line)."""
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        return named
+    return next((str(path) for path in config_search_path() if path.is_file()), None)
+
+
+SECRET_NAME = re.compile(r"(secret|password|passwd|token|credential|connection_string|sas|private|api_key|"
+                         r"access_key)", re.I)
+
+
+def masked(cfg: Config) -> dict[str, Any]:
+    """Every key with its effective value, secrets masked (``syncd config``): values of keys
+    that name a secret, passwords in URLs, and the path and query of notification URLs (a
+    webhook's path is often its secret)."""
+    def mask(value: Any, name: str, path: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: mask(v, str(k), (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v, name, path) for v in value]
+        if value in (None, "") or isinstance(value, bool):
+            return value
+        if SECRET_NAME.search(name) and not name.endswith(("_env", "_file")):
+            return "***"
+        if isinstance(value, str) and "://" in value:
+            from syncd.sources.labelstudio.database import mask_url
+
+            if path and path[0] == "notify":
+                scheme, _, rest = value.partition("://")
+                host = rest.split("/", 1)[0].rpartition("@")[2]
+                return f"{scheme}://{host}/***" if "/" in rest.strip("/") or "?" in rest else value
+            return mask_url(value)
+        return value
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        value = getattr(cfg, key)
+        if hasattr(value, "__dataclass_fields__"):
+            value = {f.name: getattr(value, f.name) for f in fields(value)}
+        values[key] = mask(value, key, (key,))
+    return values
+
+
 def load(path: str | None) -> Config:
     """Read a config file (or return the defaults when ``path`` is None)."""
     if path is None:

@@ -23,10 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from syncd import logs
 from syncd.bundles.build import PublishedBundle
 from syncd.bundles.scheduler import BundleWorker
 from syncd.config import Config
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
+from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.health import Health
 from syncd.ops.http import serve
 from syncd.ops.metrics import Metrics
@@ -58,8 +60,10 @@ class Daemon:
         self.reload_config = reload_config  # raises ConfigError
         self.stop = threading.Event()
         self.reload = threading.Event()
-        self.events: queue.SimpleQueue[Wake] = queue.SimpleQueue()
-        self.health = Health()
+        self.wakes: queue.SimpleQueue[Wake] = queue.SimpleQueue()  # from change feeds, signals, leases
+        self.events = Events()  # what happened, for the status page and notifications
+        self.health = Health(on_change=lambda ready, reason: self.events.publish("health", ready=ready,
+                                                                                 reason=reason))
         self.metrics = Metrics(daemon=True)
         self.notifier = Notifier()
         self.retry_at: dict[int, tuple[float, int]] = {}  # task id -> (when, failures so far)
@@ -99,7 +103,7 @@ class Daemon:
         if signum == signal.SIGHUP:
             log.info("SIGHUP: reloading the configuration")
             self.reload.set()
-            self.events.put(Wake())
+            self.wakes.put(Wake())
             return
         self._signals += 1
         if self._signals > 1:
@@ -114,7 +118,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.stop.set()
-        self.events.put(Wake())
+        self.wakes.put(Wake())
 
     def _give_up(self) -> None:
         log.warning("in-flight writes did not finish within %.0fs; exiting (they are redone on the next start)",
@@ -156,6 +160,7 @@ class Daemon:
                     if self.failing_since is None:
                         self.failing_since, last_logged = now, now
                         log.error("%s; retrying with backoff", reason)
+                        self.events.publish("sync.failed", error=reason)
                     elif now - last_logged >= 60:
                         last_logged = now
                         log.error("still failing after %.0fs: %s", now - self.failing_since, reason)
@@ -176,10 +181,11 @@ class Daemon:
 
     def _session(self) -> None:
         cfg = self.cfg
-        session = open_session(cfg, one_shot=False, stop=self.stop, audit=cfg.audit_interval > 0)
+        session = open_session(cfg, one_shot=False, stop=self.stop, events=self.events,
+                               audit=cfg.audit_interval > 0, orphan_lines=False)
         feed = None
         try:
-            feed = session.source.watch(self.events.put)
+            feed = session.source.watch(self.wakes.put)
             self._loop(session)
         finally:
             for part in (self.bundles, feed):
@@ -253,7 +259,7 @@ class Daemon:
         if first:
             projects = self.cfg.projects or list(session.source.projects())
             leases.tick(projects)
-            leases.keep(projects, on_gain=lambda: self.events.put(Wake()))  # taken over: sync them now
+            leases.keep(projects, on_gain=lambda: self.wakes.put(Wake()))  # taken over: sync them now
             self.fenced_seen = 0  # a new session: a new checkpoint, counting fenced records from 0
             self.metrics.process.clear()
             self.metrics.process.labels(leases.holder).set(1)
@@ -296,18 +302,18 @@ class Daemon:
         the first one keep collecting until ``settle`` seconds pass quietly (at most
         ``MAX_SETTLE``): Label Studio commits an annotation and, some 50 ms later, its task row."""
         try:
-            events = [self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()]
+            events = [self.wakes.get(timeout=timeout) if timeout > 0 else self.wakes.get_nowait()]
         except queue.Empty:
             return []
         deadline = time.monotonic() + MAX_SETTLE
         while settle > 0 and (left := deadline - time.monotonic()) > 0:
             try:
-                events.append(self.events.get(timeout=min(settle, left)))
+                events.append(self.wakes.get(timeout=min(settle, left)))
             except queue.Empty:
                 break
         while True:
             try:
-                events.append(self.events.get_nowait())
+                events.append(self.wakes.get_nowait())
             except queue.Empty:
                 return events
 
@@ -330,6 +336,9 @@ class Daemon:
         log.info("in step; watching for changes")
 
     def _bundles_done(self, results: list[PublishedBundle]) -> None:
+        for bundle in results:
+            if bundle.status != "skipped":
+                self.events.publish(f"bundle.{bundle.status}", **bundle_event_data(bundle))
         failed = {b.project_id for b in results if b.status == "failed"}
         if failed:
             self.metrics.failures.labels("bundle").inc(len(failed))
@@ -339,6 +348,8 @@ class Daemon:
 
     def _account(self, summary: Summary, retried: set[int] = frozenset(), full: bool = False) -> None:
         self.metrics.record(summary, full=full)
+        if full or summary.written or summary.deleted or summary.failed:
+            self.events.publish("sync.completed", **summary.event_data(full))
         if self.bundles is not None:
             self.bundles.changed(summary.changed_projects)
         now = time.monotonic()
@@ -348,7 +359,8 @@ class Daemon:
             _, failures = self.retry_at.get(task_id, (0.0, 0))
             self.retry_at[task_id] = (now + delay(failures + 1, base=2.0, cap=300.0), failures + 1)
         if summary.written or summary.deleted:
-            log.info("synced: %d written, %d deleted, %d failed", summary.written, summary.deleted, summary.failed)
+            logs.summary(f"synced: {summary.written} written, {summary.deleted} deleted, {summary.failed} failed",
+                         written=summary.written, deleted=summary.deleted, failed=summary.failed)
         self._report_orphans(summary)
         self._track_writes(summary)
         if not summary.failed and not self.retry_at:

@@ -35,7 +35,11 @@ class TextFormatter(logging.Formatter):
         return f"[{_process}] {line}" if _process else line
 
 
-def setup(log_format: str = "text", verbose: bool = False) -> None:
+OBJECTS = "syncd.objects"  # one line per object written, deleted or orphaned: shown with -v
+
+
+def setup(log_format: str = "text", verbose: int = 0) -> None:
+    """Log to stderr: ``verbose`` 1 (``-v``) adds a line per object, 2 (``-vv``) debug lines."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -45,7 +49,8 @@ def setup(log_format: str = "text", verbose: bool = False) -> None:
         handler.setFormatter(TextFormatter("%(asctime)s syncd %(levelname)s %(message)s"))
     root = logging.getLogger("syncd")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.getLogger(OBJECTS).setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
     root.propagate = False
 
 
@@ -81,3 +86,9 @@ class Progress:
             self.drawn = False
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def summary(message: str, **fields: object) -> None:
+    """A run's summary: on stderr with the logs (stdout is for data: plans, listings), and in
+    JSON lines with its counts as fields."""
+    logging.getLogger("syncd").info("%s", message, extra={"fields": fields})

@@ -22,6 +22,7 @@ from syncd.config import Config
 from syncd.document import DocumentOptions
 from syncd.errors import ConfigError, SyncdError
 from syncd.leases import ProjectLeases
+from syncd.ops.events import Events
 from syncd.sources import Source, open_source
 from syncd.stores import Store, scheme_of
 from syncd.stores import open_store as open_store_url
@@ -103,10 +104,12 @@ class Session:
         self.close()
 
 
-def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = None, **options: Any) -> Session:
+def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = None,
+                 events: Events | None = None, **options: Any) -> Session:
     """Source, store, checkpoint and syncer for ``cfg``. ``options`` are ``ResyncOptions``
     (``dry_run``, ``verify_remote``, ``checksum``, ``audit``). A dry run plans against a
-    throwaway copy of the checkpoint, so the real one is not touched."""
+    throwaway copy of the checkpoint, so the real one is not touched. ``events``: where the
+    syncer reports what it found (``syncd.ops.events``)."""
     stop = stop or threading.Event()
     opened: list[Any] = []
     try:
@@ -135,7 +138,8 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
             finally:
                 real.close()
         opened.append(checkpoint)
-        syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop, leases=leases)
+        syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop, leases=leases,
+                        events=events)
     except BaseException:
         _close(*reversed(opened))
         raise

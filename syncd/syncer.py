@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from syncd.audit import AuditResult, adopt, audit, keep_marker, trusted
 from syncd.checkpoint import Checkpoint, Entry
@@ -26,12 +26,15 @@ from syncd.document import TaskDocument
 from syncd.errors import BadTask, StoreError, SyncdError
 from syncd.keys import UnsafeKey, render_key
 from syncd.leases import ProjectLeases
+from syncd.logs import OBJECTS
+from syncd.ops.events import Events
 from syncd.plan import Action, plan_document, plan_removals
 from syncd.sources.base import Source
 from syncd.stores.base import Store
 from syncd.transfer import Transfers
 
 log = logging.getLogger("syncd")
+objects_log = logging.getLogger(OBJECTS)
 
 CHUNK = 2000  # tasks compared with the checkpoint (and documents planned) at a time
 MAX_LISTED = 100  # orphans a summary names
@@ -48,6 +51,17 @@ class ResyncOptions:
     verify_remote: bool = False
     checksum: bool = False  # build and hash every document instead of trusting row fingerprints
     audit: bool = True  # compare the checkpoint with the target's listing before a full pass
+    orphan_lines: bool = True  # a -v line per orphan on every pass (the daemon reports each once itself)
+
+
+@dataclass
+class ProjectTally:
+    """One project's share of a run (for the status page and notifications)."""
+
+    written: int = 0
+    deleted: int = 0
+    failed: int = 0
+    last_error: str | None = None
 
 
 @dataclass
@@ -66,13 +80,15 @@ class Summary:
     plan: list[Action] = field(default_factory=list)  # filled in a dry run
     audit: AuditResult | None = None  # of a full pass
     orphans: list[Action] = field(default_factory=list)  # left in place (the first MAX_LISTED)
+    projects: dict[int, ProjectTally] = field(default_factory=dict)  # the projects written, deleted or failed
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.failed == 0
 
-    def fail(self, message: str, task_id: int | None = None, reason: str = "write") -> None:
+    def fail(self, message: str, task_id: int | None = None, reason: str = "write",
+             project_id: int | None = None) -> None:
         """Count one failure: ``reason`` is ``write`` (the store refused an object), ``task`` (a
         task's rows cannot be read), ``key`` (the key template makes an unsafe key), ``source``
         (a file of the source cannot be read), ``bundle`` or ``other``."""
@@ -81,7 +97,22 @@ class Summary:
         self.failures.append(message)
         if task_id is not None:
             self.failed_tasks.add(task_id)
+        if project_id is not None:
+            tally = self.tally(project_id)
+            tally.failed += 1
+            tally.last_error = message
         log.error("%s", message)
+
+    def tally(self, project_id: int) -> ProjectTally:
+        return self.projects.setdefault(project_id, ProjectTally())
+
+    def event_data(self, full: bool = False) -> dict:
+        """The ``sync.completed`` event's data (``syncd.ops.events``)."""
+        return {"scanned": self.scanned, "written": self.written, "unchanged": self.unchanged,
+                "deleted": self.deleted, "orphaned": self.orphaned, "failed": self.failed,
+                "seconds": round(self.seconds, 3), "full": full,
+                "projects": {pid: asdict(t) for pid, t in sorted(self.projects.items())},
+                "failures": self.failures[:MAX_LISTED]}
 
     def line(self, dry_run: bool = False) -> str:
         verb = "would write" if dry_run else "written"
@@ -107,8 +138,10 @@ class Syncer:
     """Keeps one target in step with one source (any ``Source``), through one checkpoint."""
 
     def __init__(self, source: Source, store: Store, checkpoint: Checkpoint, options: ResyncOptions,
-                 stop: threading.Event | None = None, leases: ProjectLeases | None = None):
+                 stop: threading.Event | None = None, leases: ProjectLeases | None = None,
+                 events: Events | None = None):
         self.source = source
+        self.events = events or Events()  # target.audit_mismatch
         self.leases = leases  # sharing the target with other processes: work on the projects held
         self.store = store
         self.checkpoint = checkpoint
@@ -209,6 +242,10 @@ class Syncer:
             level = logging.WARNING if result.mismatched else \
                 logging.INFO if result.adopted or result.foreign else logging.DEBUG
             log.log(level, "%s", result.line(self.store.url))
+            if result.mismatched:
+                self.events.publish("target.audit_mismatch", missing=result.missing, differing=result.differs,
+                                    rewritten=result.missing + result.differs, checked=result.checked,
+                                    adopted=result.adopted)
         return result
 
     def reconcile(self) -> Summary:
@@ -290,12 +327,13 @@ class Syncer:
             try:
                 key = self._render(doc.task_id, doc.project_id) if isinstance(doc, TaskDocument) else None
             except UnsafeKey as exc:
-                self._summary.fail(f"task {doc.task_id}: unsafe key ({exc}); change key_template", doc.task_id, "key")
+                self._summary.fail(f"task {doc.task_id}: unsafe key ({exc}); change key_template", doc.task_id, "key",
+                                   doc.project_id)
                 continue
             if isinstance(doc, BadTask):
                 # A task that cannot be built keeps its object: mark its key seen.
                 seen.update(e.key for e in self.checkpoint.for_tasks([doc.task_id]))
-                self._summary.fail(str(doc), doc.task_id, "task")
+                self._summary.fail(str(doc), doc.task_id, "task", doc.project_id)
                 continue
             seen.add(key)
             planned.append((doc, key))
@@ -334,6 +372,9 @@ class Syncer:
         for action in removals:
             if action.kind == "orphan":
                 summary.orphaned += 1
+                if self.options.orphan_lines:
+                    object_line("orphaned %s (task %d is no longer labeled or was deleted; left in place)",
+                                action, "orphan")
                 if len(summary.orphans) < MAX_LISTED:
                     summary.orphans.append(action)
                 if self.options.dry_run:
@@ -373,21 +414,44 @@ class Syncer:
         summary = self._summary
         exc = future.exception()
         if exc is None:
-            if action.project_id is not None:
+            tally = summary.tally(action.project_id) if action.project_id is not None else None
+            if tally is not None:
                 summary.changed_projects.add(action.project_id)
             if action.kind == "put":
                 doc = action.document
                 self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,
                                            len(doc.body), fingerprint, future.result())
                 summary.written += 1
+                if tally is not None:
+                    tally.written += 1
+                object_line("wrote %s (task %d, project %s, %d bytes)", action, "put", len(doc.body))
             else:
                 self.checkpoint.record_delete(action.key)
                 summary.deleted += 1
+                if tally is not None:
+                    tally.deleted += 1
+                object_line("deleted %s (task %d, project %s)", action, "delete")
             return
         if isinstance(exc, StoreError) and exc.fatal:
             self._fatal.append(exc)
             self.stop.set()
-        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}", action.task_id)
+        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}", action.task_id,
+                     project_id=action.project_id)
+
+
+def object_line(message: str, action: Action, kind: str, size: int | None = None) -> None:
+    """One ``-v`` line per object (``syncd.logs.OBJECTS``), like ``rclone -v``; JSON lines carry
+    the key, task, project and size as fields."""
+    if not objects_log.isEnabledFor(logging.INFO):
+        return
+    fields = {"action": kind, "key": action.key, "task_id": action.task_id, "project_id": action.project_id}
+    args: tuple = (action.key, action.task_id, action.project_id)
+    if size is not None:
+        fields["bytes"] = size
+        args += (size,)
+    elif kind == "orphan":
+        args = (action.key, action.task_id)
+    objects_log.info(message, *args, extra={"fields": fields})
 
 
 def resync(source: Source, store: Store, checkpoint: Checkpoint, options: ResyncOptions,

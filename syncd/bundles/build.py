@@ -11,6 +11,19 @@ all uploaded before the manifest that names them, a build whose upload failed is
 removed only after the new manifest is in place (the build ``latest.json`` names is never
 removed). Build ids are UTC timestamps plus a short random part, so they sort by time.
 
+Once ``latest.json`` names the new build, two stable copies follow it, for readers that only copy
+a fixed path (``aws s3 cp``, ``rclone``):
+
+    {key_template}/latest/<files>            the current build's files; latest/_SUCCESS last
+    {key_template}/latest.zip                instead, with ``zip: true``: one object, one PUT
+
+Object stores have no transactions, so ``latest/`` is updated as Hadoop's committers mark a
+finished output: its ``_SUCCESS`` (the build's manifest, as in ``latest.json``) is deleted first,
+the new files are uploaded (those whose content is already there are not), files the new build
+lacks are deleted, and ``_SUCCESS`` is written last. A reader that sees the same ``_SUCCESS``
+before and after copying (or checks its copy against the sha256s in it) has one whole build.
+Then the target's ``bundles.json`` is updated (``syncd.bundles.index``).
+
 Converting streams: the task documents are read from the source batch by batch and written by
 the converter into a temporary local directory, once per format; nothing holds all tasks.
 """
@@ -37,16 +50,20 @@ from typing import Any
 import converters
 from converters import ConverterError, ConvertOptions, LabelConfigError, parse_label_config
 from converters.fastio import zip_dir
+from syncd.bundles import index
 from syncd.bundles.config import MANIFEST_NAME, BundleConfig, render_prefix
 from syncd.errors import BadTask, ConfigError, StoreError
 from syncd.keys import UnsafeKey, check_key
 from syncd.sources.base import Project, Source
-from syncd.stores.base import Store
+from syncd.stores.base import ObjectInfo, Store
 
 log = logging.getLogger("syncd")
 
 BUILD_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4,32}\Z")
 DEFAULT_TRANSFERS = 4
+LATEST_DIR = "latest"  # {key_template}/latest/: the current build's files
+LATEST_ZIP = "latest.zip"  # {key_template}/latest.zip: the current build's zip (zip: true)
+LATEST_MARKER = "_SUCCESS"  # latest/_SUCCESS: written last, names the build latest/ holds
 
 
 def check_formats(config: BundleConfig | None, where: str = "bundles") -> BundleConfig | None:
@@ -74,6 +91,11 @@ def bundle_prefix(config: BundleConfig, project: Project, fmt: str) -> str:
     return render_prefix(config.key_template, project.id, project.slug, converters.get(fmt).name)
 
 
+def latest_key(prefix: str, zipped: bool) -> str:
+    """The stable copy of the current build: ``<prefix>/latest/`` (a folder) or ``<prefix>/latest.zip``."""
+    return f"{prefix}/{LATEST_ZIP}" if zipped else f"{prefix}/{LATEST_DIR}/"
+
+
 @dataclass(frozen=True)
 class BundleFile:
     path: str  # relative to the build folder, '/'-separated
@@ -96,6 +118,9 @@ class PublishedBundle:
     error: str | None = None  # why the build failed; latest.json still names the previous build
     warnings: int = 0  # tasks or regions the converter left out (each logged)
     removed_builds: list[str] = field(default_factory=list)
+    # "<prefix>/latest/" (a folder, complete once latest/_SUCCESS names the build) or "<prefix>/latest.zip"
+    latest_key: str = ""
+    index_key: str = ""  # the target's bundles.json, which lists this bundle
 
     @property
     def status(self) -> str:
@@ -111,6 +136,12 @@ class PublishedBundle:
 
     def key(self, path: str) -> str:
         return f"{self.prefix}/{self.build_id}/{path}"
+
+
+def _new_result(config: BundleConfig, project: Project, fmt: str, **fields: Any) -> PublishedBundle:
+    prefix = bundle_prefix(config, project, fmt)
+    return PublishedBundle(project.id, fmt, prefix, latest_key=latest_key(prefix, config.zip),
+                           index_key=index.index_key(config.key_template), **fields)
 
 
 # ---------------------------------------------------------------------------------- building
@@ -139,8 +170,7 @@ def build_and_publish(store: Store, project: Project, tasks: TaskSource, config:
     except LabelConfigError as exc:
         message = f"the project's labeling config cannot be read ({exc})"
         log.error("bundles of project %d: %s", project.id, message)
-        return [PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error=message)
-                for fmt in wanted]
+        return [_new_result(config, project, fmt, error=message) for fmt in wanted]
     plan: list[tuple[str, str | None]] = []
     for fmt in wanted:
         plan.append((fmt, converters.get(fmt).applies_to(label_config)))
@@ -150,10 +180,10 @@ def build_and_publish(store: Store, project: Project, tasks: TaskSource, config:
     for fmt, reason in plan:
         if reason is not None:
             log.info("bundle %s of project %d skipped: %s", fmt, project.id, reason)
-            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), skipped=reason))
+            results.append(_new_result(config, project, fmt, skipped=reason))
             continue
         if stop is not None and stop.is_set():
-            results.append(PublishedBundle(project.id, fmt, bundle_prefix(config, project, fmt), error="interrupted"))
+            results.append(_new_result(config, project, fmt, error="interrupted"))
             continue
         fresh = tasks() if callable(tasks) else tasks
         results.append(_publish_one(store, project, fmt, label_config, fresh, config, now=now,
@@ -184,8 +214,7 @@ def _publish_one(store: Store, project: Project, fmt: str, label_config: convert
                  tasks: Iterable[dict], config: BundleConfig, *, now: Callable[[], float], transfers: int,
                  stop: threading.Event | None, work_dir: str | os.PathLike[str] | None) -> PublishedBundle:
     started = now()
-    result = PublishedBundle(project.id, fmt, prefix=bundle_prefix(config, project, fmt),
-                             build_id=_build_id(started), created_at=_timestamp(started))
+    result = _new_result(config, project, fmt, build_id=_build_id(started), created_at=_timestamp(started))
     converter = converters.get(fmt)
 
     def warn(task_id: object, message: str) -> None:
@@ -215,16 +244,40 @@ def _publish_one(store: Store, project: Project, fmt: str, label_config: convert
             uploads = [(p, p.relative_to(root).as_posix()) for p in paths]
             for _, rel in uploads:
                 check_key(result.key(rel))
+                if rel == LATEST_MARKER:
+                    raise UnsafeKey(f"{rel!r} is the name of {LATEST_DIR}/'s completion marker")
         except UnsafeKey as exc:
             return _failed(result, f"a produced file has an unsafe key ({exc})")
-        uploaded, error, fatal = _upload(store, result, uploads, transfers, stop)
+        uploaded = _upload(store, uploads, result.key, transfers, stop)
+        if uploaded.error is not None:
+            _delete_keys(store, [result.key(f.path) for f in uploaded.files], transfers, "clean up the failed build")
+            if uploaded.fatal is not None:
+                raise uploaded.fatal
+            return _failed(result, uploaded.error)
+        result.files = uploaded.files
+        manifest = _manifest(result)
+        error = _write_manifest(store, result, manifest, transfers)
         if error is not None:
-            _delete_keys(store, [result.key(f.path) for f in uploaded], transfers, "clean up the failed build")
-            if fatal is not None:
-                raise fatal
             return _failed(result, error)
-        result.files = uploaded
-    manifest = _manifest(result)
+        # The build is current from here on; the stable copies and the index follow it.
+        problems = [_publish_latest(store, result, uploads, uploaded.etags, manifest, transfers, stop)]
+    problems.append(_publish_index_entry(store, config, project, result))
+    result.removed_builds = _prune(store, result, config.keep, transfers)
+    problems = [p for p in problems if p]
+    if problems:
+        result.error = "; ".join(problems)
+        log.error("bundle %s of project %d: build %s is published (%s names it) but %s; the next build "
+                  "repairs it", fmt, project.id, result.build_id, result.manifest_key, result.error)
+        return result
+    removed = f", {len(result.removed_builds)} old build(s) removed" if result.removed_builds else ""
+    log.info("bundle %s of project %d: %d tasks, %d files -> %s/%s and %s%s", fmt, project.id, result.task_count,
+             len(result.files), result.prefix, result.build_id, result.latest_key, removed)
+    return result
+
+
+def _write_manifest(store: Store, result: PublishedBundle, manifest: bytes, transfers: int) -> str | None:
+    """Write ``latest.json``, making the build current; what went wrong (the build's files then
+    cleaned up where the old manifest is still in place), or None."""
     digest = hashlib.sha256(manifest).hexdigest()
     try:
         store.put(result.manifest_key, manifest, digest)
@@ -244,12 +297,77 @@ def _publish_one(store: Store, project: Project, fmt: str, label_config: convert
         if state != "ours":
             if put_error.fatal:
                 raise
-            return _failed(result, f"writing {result.manifest_key} failed: {put_error}")
-    result.removed_builds = _prune(store, result, config.keep, transfers)
-    removed = f", {len(result.removed_builds)} old build(s) removed" if result.removed_builds else ""
-    log.info("bundle %s of project %d: %d tasks, %d files -> %s/%s%s", fmt, project.id, result.task_count,
-             len(result.files), result.prefix, result.build_id, removed)
-    return result
+            return f"writing {result.manifest_key} failed: {put_error}"
+    return None
+
+
+def _publish_latest(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str]],
+                    etags: dict[str, str | None], manifest: bytes, transfers: int,
+                    stop: threading.Event | None) -> str | None:
+    """Make ``latest/`` (or ``latest.zip``) hold the new build; what went wrong, or None.
+
+    ``latest/_SUCCESS`` is deleted before anything in ``latest/`` changes and written (with the
+    build's manifest) only once ``latest/`` holds exactly the build's files, so a reader never
+    takes a half-updated ``latest/`` for a complete one. ``latest.zip`` is one PUT. Whichever
+    of the two the config does not ask for is removed (``zip:`` changed)."""
+    folder = f"{result.prefix}/{LATEST_DIR}/"
+    zip_key = f"{result.prefix}/{LATEST_ZIP}"
+    zipped = result.latest_key == zip_key
+    try:
+        # One listing for latest/... and latest.zip (and latest.json).
+        listed = {info.key: info for info in store.list(f"{result.prefix}/{LATEST_DIR}")}
+        present = {key[len(folder):]: info for key, info in listed.items() if key.startswith(folder)}
+        if LATEST_MARKER in present:
+            store.delete(folder + LATEST_MARKER)  # latest/ is incomplete from now until it is written again
+        if zipped:
+            [(archive, _)] = uploads
+            data = archive.read_bytes()
+            store.put(zip_key, data, hashlib.sha256(data).hexdigest())
+            wanted: dict[str, BundleFile] = {}
+        else:
+            if zip_key in listed:
+                store.delete(zip_key)
+            wanted = {f.path: f for f in result.files}
+            changed = [(path, rel) for path, rel in uploads
+                       if not _already_there(present.get(rel), wanted[rel], etags.get(rel), store.listing_hashes)]
+            copied = _upload(store, changed, lambda rel: folder + rel, transfers, stop)
+            if copied.error is not None:
+                if copied.fatal is not None:
+                    raise copied.fatal
+                return f"updating {folder} failed: {copied.error}"
+        stale = [folder + rel for rel in present if rel not in wanted and rel != LATEST_MARKER]
+        if _delete_keys(store, stale, transfers, f"remove old files from {folder}"):
+            return f"old files could not be removed from {folder}"
+        if not zipped:
+            store.put(folder + LATEST_MARKER, manifest, hashlib.sha256(manifest).hexdigest())
+    except StoreError as exc:
+        if exc.fatal:
+            raise
+        return f"updating {result.latest_key} failed: {exc}"
+    except OSError as exc:
+        return f"cannot read the converted file for {result.latest_key}: {exc.strerror or exc}"
+    return None
+
+
+def _already_there(info: ObjectInfo | None, file: BundleFile, build_etag: str | None, listing_hashes: bool) -> bool:
+    """Whether a listed object of ``latest/`` already holds ``file`` (no need to upload it again)."""
+    if info is None or info.size != file.size:
+        return False
+    if listing_hashes:
+        return info.sha256 == file.sha256
+    # S3 lists ETags: the MD5 of the bytes, the same for the build's copy of the same bytes (an
+    # encrypted or a local object's never matches: it is uploaded again, which is only slower).
+    return build_etag is not None and info.etag == build_etag
+
+
+def _publish_index_entry(store: Store, config: BundleConfig, project: Project, result: PublishedBundle) -> str | None:
+    try:
+        index.publish_entry(store, config.key_template, index.index_entry(result, project.title))
+    except StoreError as exc:
+        if exc.fatal:
+            raise
+        return f"updating {result.index_key} failed: {exc}"
+    return None
 
 
 def _failed(result: PublishedBundle, message: str) -> PublishedBundle:
@@ -281,28 +399,33 @@ def _manifest(result: PublishedBundle) -> bytes:
     return (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode()
 
 
-def _upload(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str]], transfers: int,
-            stop: threading.Event | None) -> tuple[list[BundleFile], str | None, StoreError | None]:
-    """Put every file of the build, a few at once, stopping at the first error.
+@dataclass
+class _Uploaded:
+    files: list[BundleFile]  # written, in the order given
+    etags: dict[str, str | None]  # by path, as each put returned it
+    error: str | None = None  # the first error (None: all written)
+    fatal: StoreError | None = None  # when the error concerns the whole target
 
-    Returns the files written (in ``uploads`` order), the first error (None if all were
-    written) and, when it concerns the whole target, that ``StoreError``."""
+
+def _upload(store: Store, uploads: list[tuple[Path, str]], key_of: Callable[[str], str], transfers: int,
+            stop: threading.Event | None) -> _Uploaded:
+    """Put each local file at ``key_of(its path)``, a few at once, stopping at the first error."""
     abort = threading.Event()
     errors: list[str] = []
     fatal: list[StoreError] = []
 
-    def put(path: Path, rel: str) -> BundleFile | None:
+    def put(path: Path, rel: str) -> tuple[BundleFile, str | None] | None:
         if abort.is_set():
             return None
         if stop is not None and stop.is_set():
             abort.set()
             errors.append("interrupted")
             return None
-        key = result.key(rel)
+        key = key_of(rel)
         try:
             data = path.read_bytes()
             digest = hashlib.sha256(data).hexdigest()
-            store.put(key, data, digest)
+            etag = store.put(key, data, digest)
         except StoreError as exc:
             abort.set()
             errors.append(f"upload of {key} failed: {exc}")
@@ -313,14 +436,15 @@ def _upload(store: Store, result: PublishedBundle, uploads: list[tuple[Path, str
             abort.set()
             errors.append(f"cannot read the converted file {rel}: {exc.strerror or exc}")
             return None
-        return BundleFile(rel, len(data), digest)
+        return BundleFile(rel, len(data), digest), etag
 
     with ThreadPoolExecutor(max_workers=max(1, transfers), thread_name_prefix="syncd-bundle") as pool:
-        done = [f for f in pool.map(lambda item: put(*item), uploads) if f is not None]
-    if not errors:
-        return done, None, None
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return done, errors[0] + more, fatal[0] if fatal else None
+        done = [item for item in pool.map(lambda item: put(*item), uploads) if item is not None]
+    uploaded = _Uploaded([f for f, _ in done], {f.path: etag for f, etag in done})
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        uploaded.error, uploaded.fatal = errors[0] + more, fatal[0] if fatal else None
+    return uploaded
 
 
 def _delete_keys(store: Store, keys: list[str], transfers: int, why: str) -> int:
@@ -406,7 +530,9 @@ def publish_changed(source: Source, store: Store, config: BundleConfig, changed:
 
 
 def missing_bundles(store: Store, project: Project, config: BundleConfig) -> list[str]:
-    """The configured formats that apply to the project but have no ``latest.json`` yet."""
+    """The configured formats that apply to the project but have no ``latest.json`` yet, or no
+    complete stable copy (``latest/_SUCCESS`` or ``latest.zip``: bundles published by an older
+    syncd, or a copy that failed half-way)."""
     try:
         label_config = parse_label_config(project.label_config or "")
     except LabelConfigError:
@@ -414,7 +540,9 @@ def missing_bundles(store: Store, project: Project, config: BundleConfig) -> lis
     missing = []
     for fmt in config.formats:
         if converters.get(fmt).applies_to(label_config) is None:
-            if store.head(f"{bundle_prefix(config, project, fmt)}/{MANIFEST_NAME}") is None:
+            prefix = bundle_prefix(config, project, fmt)
+            stable = latest_key(prefix, config.zip) + ("" if config.zip else LATEST_MARKER)
+            if store.head(f"{prefix}/{MANIFEST_NAME}") is None or store.head(stable) is None:
                 missing.append(fmt)
     return missing
 

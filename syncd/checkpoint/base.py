@@ -41,6 +41,9 @@ class Checkpoint(Protocol):
     def count(self) -> int:
         """How many objects are recorded."""
 
+    def count_by_project(self) -> dict[int | None, int]:
+        """How many objects are recorded per project (None: tasks without one), in one grouped query."""
+
     def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
                    fingerprint: str = "", etag: str | None = None) -> None:
         """The store acknowledged writing ``key``."""

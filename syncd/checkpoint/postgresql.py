@@ -180,6 +180,11 @@ class PostgresCheckpoint:
         self.flush()
         return self._rows("SELECT count(*) FROM {s}.objects WHERE target = %s", [self.target])[0][0]
 
+    def count_by_project(self) -> dict[int | None, int]:
+        self.flush()
+        return dict(self._rows("SELECT project_id, count(*) FROM {s}.objects WHERE target = %s GROUP BY project_id",
+                               [self.target]))
+
     # -------------------------------------------------------------- writes (after the store acked)
 
     def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,

@@ -131,6 +131,11 @@ class SqliteCheckpoint:
         self.flush()
         return self.db.execute("SELECT COUNT(*) FROM objects WHERE target = ?", (self.target,)).fetchone()[0]
 
+    def count_by_project(self) -> dict[int | None, int]:
+        self.flush()
+        return dict(self.db.execute("SELECT project_id, COUNT(*) FROM objects WHERE target = ? GROUP BY project_id",
+                                    (self.target,)).fetchall())
+
     # -------------------------------------------------------------- writes (after the store acked)
 
     def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.setup(getattr(args, "log_format", None) or "text", getattr(args, "verbose", False))
+    logs.setup(getattr(args, "log_format", None) or "text", getattr(args, "verbose", 0))
     try:
         return args.func(args)
     except (ConfigError, SourceError, FatalStoreError) as exc:

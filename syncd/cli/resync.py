@@ -10,6 +10,7 @@ from syncd.bundles.build import PublishedBundle, publish_changed
 from syncd.cli.args import add_common, config_from
 from syncd.config import Config
 from syncd.errors import ConfigError, SourceError, SyncdError
+from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.metrics import Metrics
 from syncd.session import open_bundle_source, open_session
 from syncd.sources import is_directory
@@ -45,9 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
+    events = Events()
     try:
-        summary, bundles_line = _resync(args, metrics)
+        summary, bundles_line = _resync(args, metrics, events)
     except SyncdError as exc:
+        events.publish("sync.failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         if args.metrics_file:  # a cron job's monitoring must see the failed run too
             metrics.failed_run("database" if isinstance(exc, SourceError) else
                                "other" if isinstance(exc, ConfigError) else "storage")
@@ -58,19 +61,21 @@ def run(args: argparse.Namespace) -> int:
             print(action.describe())
     for note in summary.notes:
         log.warning("%s", note)
-    print(f"syncd resync{' (dry run)' if args.dry_run else ''}: {summary.line(args.dry_run)}")
+    logs.summary(f"syncd resync{' (dry run)' if args.dry_run else ''}: {summary.line(args.dry_run)}",
+                 **{k: v for k, v in summary.event_data(full=True).items() if k not in ("projects", "failures")},
+                 dry_run=args.dry_run)
     if bundles_line:
-        print(bundles_line)
+        logs.summary(bundles_line)
     if args.metrics_file:
         metrics.record(summary, full=True)
         metrics.write_textfile(args.metrics_file)
     return 0 if summary.ok else 1
 
 
-def _resync(args: argparse.Namespace, metrics: Metrics) -> tuple[Summary, str | None]:
+def _resync(args: argparse.Namespace, metrics: Metrics, events: Events) -> tuple[Summary, str | None]:
     cfg = config_from(args)
     progress = logs.Progress("resync")
-    with open_session(cfg, one_shot=True, dry_run=args.dry_run, verify_remote=args.verify_remote,
+    with open_session(cfg, one_shot=True, events=events, dry_run=args.dry_run, verify_remote=args.verify_remote,
                       checksum=args.checksum, audit=not args.no_audit) as session:
         if session.leases is not None:  # sharing the target: take what no running syncd holds
             projects = cfg.projects or list(session.source.projects())
@@ -88,11 +93,13 @@ def _resync(args: argparse.Namespace, metrics: Metrics) -> tuple[Summary, str | 
         metrics.tasks.set(session.checkpoint.count())
         bundles_line = None
         if cfg.bundles and not args.dry_run:
-            bundles_line = _publish_bundles(cfg, session.store, summary)
+            bundles_line = _publish_bundles(cfg, session.store, summary, events)
+    if not args.dry_run:
+        events.publish("sync.completed", **summary.event_data(full=True))
     return summary, bundles_line
 
 
-def _publish_bundles(cfg: Config, store, summary: Summary) -> str | None:
+def _publish_bundles(cfg: Config, store, summary: Summary, events: Events) -> str | None:
     if is_directory(cfg.db):
         log.info("bundles: not built from a directory source (they need the database's labeling configs)")
         return None
@@ -104,6 +111,9 @@ def _publish_bundles(cfg: Config, store, summary: Summary) -> str | None:
         source.close()
     if not bundles:
         return None
+    for bundle in bundles:
+        if bundle.status != "skipped":
+            events.publish(f"bundle.{bundle.status}", **bundle_event_data(bundle))
     count = {status: sum(1 for b in bundles if b.status == status) for status in ("published", "skipped", "failed")}
     if count["failed"]:
         summary.fail(f"{count['failed']} bundle(s) could not be published (see the errors above)", reason="bundle")

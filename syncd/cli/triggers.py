@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            "Label Studio's database; without the triggers syncd polls.")
         p.add_argument("--config", metavar="PATH", help="YAML config file (for db:)")
         p.add_argument("--db", metavar="URL", help="postgresql://user:pw@host:port/db (a role that owns the tables)")
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument("-v", "--verbose", action="count", default=0, help="-vv: debug logging")
         p.set_defaults(func=run, verb=verb)
 
 

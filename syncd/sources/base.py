@@ -58,6 +58,10 @@ class Source(Protocol):
     def count_labeled(self, project_ids: Iterable[int] = ()) -> int:
         """How many labeled tasks (for progress)."""
 
+    def count_labeled_by_project(self, project_ids: Iterable[int] = ()) -> dict[int | None, int]:
+        """How many labeled tasks each project has (projects without one are absent), in one
+        grouped query: for the status page, on instances with thousands of projects."""
+
     def fingerprints(self, project_ids: Iterable[int] = ()) -> Iterator[tuple[int, int | None, str]]:
         """``(task_id, project_id, fingerprint)`` of every labeled task, in id order."""
 

@@ -66,6 +66,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -172,6 +173,9 @@ class DirectorySource:
 
     def count_labeled(self, project_ids: Iterable[int] = ()) -> int:
         return sum(1 for _ in self._selected(project_ids))
+
+    def count_labeled_by_project(self, project_ids: Iterable[int] = ()) -> dict[int | None, int]:
+        return dict(Counter(doc.project_id for doc in self._selected(project_ids)))
 
     def fingerprints(self, project_ids: Iterable[int] = ()) -> Iterator[tuple[int, int | None, str]]:
         for doc in self._selected(project_ids):

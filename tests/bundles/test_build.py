@@ -224,9 +224,12 @@ def test_latest_json_is_written_last_and_matches_the_stored_files(source, store,
                                 BundleConfig(formats=["YOLO", "COCO"]), now=clock)
     assert [r.status for r in results] == ["published", "published"]
     for result in results:
+        build = [k for k in recording.puts if k.startswith(f"{result.prefix}/{result.build_id}/")]
         mine = [k for k in recording.puts if k.startswith(result.prefix + "/")]
-        assert mine[-1] == f"{result.prefix}/latest.json"
         assert mine.count(f"{result.prefix}/latest.json") == 1
+        # latest.json makes the build current: after every file of the build, before the copies.
+        assert mine.index(f"{result.prefix}/latest.json") == len(build)
+        assert mine[-1] == f"{result.prefix}/latest/_SUCCESS"
         manifest = latest(target, result.prefix)
         assert list(manifest) == ["build_id", "format", "project_id", "created_at", "task_count", "files"]
         assert manifest["build_id"] == result.build_id and BUILD_ID.match(result.build_id)
@@ -243,7 +246,9 @@ def test_latest_json_is_written_last_and_matches_the_stored_files(source, store,
             assert f["sha256"] == hashlib.sha256(data).hexdigest()
         assert [(f.path, f.size, f.sha256) for f in result.files] == \
             [(f["path"], f["size"], f["sha256"]) for f in manifest["files"]]
-    assert len(recording.puts) == len(set(recording.puts))
+    # No object is written twice, but the index, which each publish rebuilds.
+    bundle_puts = [k for k in recording.puts if k != "exports/bundles.json"]
+    assert len(bundle_puts) == len(set(bundle_puts))
     assert not recording.deletes  # nothing to prune on a first build
 
 
@@ -437,6 +442,10 @@ def test_missing_bundles(source, store, clock):
     assert missing_bundles(store, project, cfg) == ["YOLO", "CSV"]  # CONLL2003 does not apply
     build_and_publish(store, project, lambda: iter_project_tasks(source, 2), cfg, now=clock, formats=["CSV"])
     assert missing_bundles(store, project, cfg) == ["YOLO"]
+    # A build whose stable copy is incomplete (published by an older syncd, or a copy cut short)
+    # counts as missing, so the next resync completes it.
+    store.delete("exports/2/CSV/latest/_SUCCESS")
+    assert missing_bundles(store, project, cfg) == ["YOLO", "CSV"]
 
 
 # ------------------------------------------------------------------------------------ configuration
@@ -540,3 +549,118 @@ def test_scheduler_edge_cases():
     s.mark_changed([1], now=0)
     s.mark_changed([1], now=25)
     assert s.next_due(25) == 15 and s.due(39) == [] and s.due(40) == [1]
+
+
+# ------------------------------------------------------------------------ stable copies and index
+
+
+def latest_files(target: Path, prefix: str) -> dict[str, bytes]:
+    root = target / prefix / "latest"
+    return {p: (root / p).read_bytes() for p in files_under(root)} if root.is_dir() else {}
+
+
+def relabel_first_annotation(db_path: Path, project_id: int) -> None:
+    """Change one annotation of the project as Label Studio's editor would (a new result)."""
+    raw = sqlite3.connect(db_path)
+    try:
+        ann_id, result = raw.execute(
+            "SELECT c.id, c.result FROM task_completion c JOIN task t ON t.id = c.task_id "
+            "WHERE t.project_id = ? ORDER BY c.id LIMIT 1", (project_id,)).fetchone()
+        regions = json.loads(result)
+        regions[0]["value"]["x"] = regions[0]["value"]["x"] / 2
+        raw.execute("UPDATE task_completion SET result = ? WHERE id = ?", (json.dumps(regions), ann_id))
+        raw.commit()
+    finally:
+        raw.close()
+
+
+@needs_fixtures
+def test_a_half_updated_latest_folder_has_no_success_marker(source, store, target, clock, syncd_log, tmp_path):
+    project = source.projects()[2]
+    cfg = BundleConfig(formats=["YOLO"])
+    [first] = build_and_publish(store, project, lambda: iter_project_tasks(source, 2), cfg, now=clock)
+    relabel_first_annotation(tmp_path / "label_studio.sqlite3", 2)
+    failing = RecordingStore(store, fail_on=lambda key: "/latest/labels/" in key)
+    [second] = build_and_publish(failing, project, lambda: iter_project_tasks(source, 2), cfg, now=clock)
+    # The build itself is published (latest.json names it); its copy in latest/ is not complete,
+    # and says so by having no _SUCCESS.
+    assert latest(target, first.prefix)["build_id"] == second.build_id
+    assert second.status == "failed" and "latest/" in second.error
+    assert "_SUCCESS" not in latest_files(target, first.prefix)
+    assert any("repairs it" in r.getMessage() for r in syncd_log.records)
+    # The next build repairs it.
+    [third] = build_and_publish(store, project, lambda: iter_project_tasks(source, 2), cfg, now=clock)
+    copied = latest_files(target, first.prefix)
+    assert json.loads(copied.pop("_SUCCESS"))["build_id"] == third.build_id
+    assert copied == {f.path: (target / third.prefix / third.build_id / f.path).read_bytes() for f in third.files}
+
+
+@needs_fixtures
+def test_latest_zip_is_the_current_builds_zip(source, store, target, clock):
+    [zipped] = publish(source, store, 2, clock, formats=["YOLO"], zip=True)
+    assert zipped.latest_key == "exports/2/YOLO/latest.zip"
+    assert (target / "exports/2/YOLO/latest.zip").read_bytes() == \
+        (target / zipped.prefix / zipped.build_id / "YOLO.zip").read_bytes()
+    assert latest_files(target, zipped.prefix) == {}
+    # Switching zip off replaces latest.zip with latest/.
+    [plain] = publish(source, store, 2, clock, formats=["YOLO"])
+    assert not (target / "exports/2/YOLO/latest.zip").exists()
+    assert "_SUCCESS" in latest_files(target, plain.prefix)
+
+
+@needs_fixtures
+def test_bundles_json_lists_every_current_bundle(source, store, target, clock):
+    ids = project_ids()
+    image, text = ids["image-bbox"], ids["text-ner"]
+    published = publish(source, store, image, clock, formats=["YOLO", "COCO"]) + \
+        publish(source, store, text, clock, formats=["CONLL2003"])
+    assert all(r.status == "published" for r in published)
+    index = json.loads((target / "exports/bundles.json").read_text(encoding="utf-8"))
+    entries = {(e["project_id"], e["format"]): e for e in index["bundles"]}
+    assert set(entries) == {(image, "YOLO"), (image, "COCO"), (text, "CONLL2003")}
+    titles = {p.id: p.title for p in source.projects().values()}
+    for r in published:
+        e = entries[(r.project_id, r.format)]
+        assert e["project_title"] == titles[r.project_id]
+        assert e["build_id"] == r.build_id and e["task_count"] == r.task_count
+        # Every key in the index is readable as written, without syncd.
+        assert latest(target, r.prefix)["build_id"] == r.build_id
+        assert (target / e["manifest_key"]).is_file()
+        assert (target / e["key"]).is_dir() and (target / e["latest_key"] / "_SUCCESS").is_file()
+    # A new build of one format replaces its entry only.
+    [again] = publish(source, store, image, clock, formats=["COCO"])
+    index = json.loads((target / "exports/bundles.json").read_text(encoding="utf-8"))
+    entries = {(e["project_id"], e["format"]): e["build_id"] for e in index["bundles"]}
+    assert entries[(image, "COCO")] == again.build_id
+    assert entries[(image, "YOLO")] == published[0].build_id
+
+
+@needs_fixtures
+def test_processes_publishing_at_once_lose_no_index_entry(tmp_path, store, target):
+    # Replicas publish different projects at the same moment, each through its own store client.
+    db_path = tmp_path / "label_studio.sqlite3"
+    shutil.copyfile(EXAMPLE_DB, db_path)
+    ids = sorted(project_ids().values())
+    errors: list[BaseException] = []
+
+    def publisher(project_id: int) -> None:
+        db = connect(f"sqlite:///{db_path}")
+        try:
+            source = LabelStudioSource(db, options=DocumentOptions(predictions="ids"))
+            own_store = LocalStore(target)
+            for fmt in ("JSON", "CSV"):
+                publish(source, own_store, project_id, Clock(), formats=[fmt])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=publisher, args=(pid,)) for pid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    index = json.loads((target / "exports/bundles.json").read_text(encoding="utf-8"))
+    assert {(e["project_id"], e["format"]) for e in index["bundles"]} == \
+        {(pid, fmt) for pid in ids for fmt in ("JSON", "CSV")}

@@ -29,10 +29,10 @@ def test_resync_publishes_bundles_once_and_again_after_a_change(ls_db, tmp_path,
     assert {p.name: p.read_text() for p in (build / "labels").iterdir()} == expected
     assert latest(out, 6, "CONLL2003") is not None
     assert latest(out, 2, "CONLL2003") is None  # does not apply to a bounding-box project
-    assert "bundles:" in first.stdout
+    assert "bundles:" in first.stderr
 
     second = run_syncd("resync", "--config", str(config))
-    assert "bundles:" not in second.stdout  # nothing changed, nothing missing
+    assert "bundles:" not in second.stderr  # nothing changed, nothing missing
     assert latest(out, 2, "YOLO")["build_id"] == yolo["build_id"]
 
     conn = sqlite3.connect(ls_db)
@@ -60,10 +60,17 @@ def test_daemon_rebuilds_bundles_after_the_debounce(ls_db, tmp_path):
         assert second["task_count"] == first["task_count"] + 1
 
         def builds() -> list[str]:
-            return [p.name for p in (out / "exports" / "2" / "JSON").iterdir() if p.is_dir() and any(p.iterdir())]
+            return [p.name for p in (out / "exports" / "2" / "JSON").iterdir()
+                    if p.is_dir() and p.name != "latest" and any(p.iterdir())]
 
         # keep: 1 (older builds are removed after latest.json names the new one)
         wait_for(lambda: builds() == [second["build_id"]], 15, "only the new build left")
+        # The stable copy and the index follow the new build.
+        assert read_json(out / "exports/2/JSON/latest/_SUCCESS")["build_id"] == second["build_id"]
+        assert read_json(out / "exports/2/JSON/latest/result.json") == \
+            read_json(out / "exports/2/JSON" / second["build_id"] / "result.json")
+        index = {(e["project_id"], e["format"]): e for e in read_json(out / "exports/bundles.json")["bundles"]}
+        assert index[(2, "JSON")]["build_id"] == second["build_id"]
     finally:
         assert daemon.stop() == 0, daemon.logs()
 

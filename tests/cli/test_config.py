@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from syncd import config
 from syncd.keys import UnsafeKey, check_key, render_key, slugify
@@ -78,3 +79,58 @@ def test_unsafe_keys_are_rejected(key):
 
 def test_unicode_and_spaces_are_fine_in_keys():
     assert check_key("Straße Nr 12/7.json") == "Straße Nr 12/7.json"
+
+
+def _syncd_in(cwd: Path, *args: str, env: dict | None = None):
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    return subprocess.run([sys.executable, "-m", "syncd", *args], capture_output=True, text=True, cwd=cwd,
+                          env=child_env({"PYTHONPATH": str(REPO), "SYNCD_CONFIG": None, **(env or {})}), timeout=60)
+
+
+def test_config_files_are_found_where_users_put_them_and_the_one_used_is_named(tmp_path):
+    """Without --config: $SYNCD_CONFIG, ./syncd.yaml, $XDG_CONFIG_HOME/syncd/config.yaml, in this order."""
+    work, xdg = tmp_path / "work", tmp_path / "xdg"
+    work.mkdir()
+    (xdg / "syncd").mkdir(parents=True)
+    (xdg / "syncd" / "config.yaml").write_text("transfers: 5\n")
+    env = {"XDG_CONFIG_HOME": str(xdg)}
+
+    def effective(*args: str, extra: dict | None = None) -> tuple[dict, str]:
+        result = _syncd_in(work, "config", *args, env={**env, **(extra or {})})
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout), result.stderr
+
+    values, log = effective()
+    assert values["transfers"] == 5 and str(xdg / "syncd" / "config.yaml") in log
+    (work / "syncd.yaml").write_text("transfers: 6\n")
+    values, log = effective()
+    assert values["transfers"] == 6 and "config: syncd.yaml" in log
+    named = tmp_path / "named.yaml"
+    named.write_text("transfers: 7\n")
+    assert effective(extra={"SYNCD_CONFIG": str(named)})[0]["transfers"] == 7
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("transfers: 8\n")
+    values, log = effective("--config", str(explicit))
+    assert values["transfers"] == 8 and "config:" not in log
+
+
+def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"db": "postgresql://syncd:hunter2secret@db.internal:5432/ls",
+                                    "target": "s3://labels/prod", "transfers": 9,
+                                    "s3": {"endpoint_url": "http://minio:9000",
+                                           "aws_secret_access_key": "hunter2secret"},
+                                    "azure": {"connection_string": "AccountKey=hunter2secret"}}))
+    result = run_syncd("config", "--config", str(path), "--target", "s3://labels/other")
+    assert result.returncode == 0, result.stderr
+    assert "hunter2secret" not in result.stdout + result.stderr
+    values = yaml.safe_load(result.stdout)
+    assert values["db"] == "postgresql://syncd:***@db.internal:5432/ls"
+    assert values["target"] == "s3://labels/other" and values["transfers"] == 9  # flags over the file
+    assert values["s3"]["aws_secret_access_key"] == "***" and values["azure"]["connection_string"] == "***"
+    assert values["s3"]["endpoint_url"] == "http://minio:9000"
+    assert list(values) == config.KEYS

@@ -141,7 +141,7 @@ def test_sigterm_during_uploads_loses_nothing(tmp_path):
     # Every write syncd finished before exiting was recorded: a resync writes exactly the rest.
     after = run_syncd("resync", "--config", str(daemon.config))
     assert after.returncode == 0, after.stderr
-    assert f"{labeled - present} written" in after.stdout, (present, after.stdout)
+    assert f"{labeled - present} written" in after.stderr, (present, after.stdout)
 
 
 def test_systemd_notify_protocol(ls_db, tmp_path):

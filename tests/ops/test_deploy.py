@@ -293,7 +293,7 @@ def test_systemd_resync_command_runs_as_installed(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert first.returncode == 0, first.stderr
     documents = sorted((tmp_path / "out").glob("*.json"))
-    assert documents and f"{len(documents)} written" in first.stdout
+    assert documents and f"{len(documents)} written" in first.stderr
     metrics = (tmp_path / "syncd.prom").read_text()
     assert "syncd_last_run_success 1.0" in metrics
     assert f"syncd_objects_written_total {len(documents)}.0" in metrics
@@ -302,7 +302,7 @@ def test_systemd_resync_command_runs_as_installed(tmp_path):
     documents[0].write_text("{}")
     second = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert second.returncode == 0, second.stderr
-    assert " 1 written" in second.stdout and documents[0].read_bytes() == original
+    assert " 1 written" in second.stderr and documents[0].read_bytes() == original
 
 
 # ------------------------------------------------------------------ Kubernetes

@@ -26,7 +26,7 @@ def test_resync_from_postgres_equals_label_studio_export(pg_label_studio, fixtur
     written = {p.name: json.loads(p.read_bytes()) for p in out.glob("*.json")}
     assert written == expected
     second = run_syncd(*args)
-    assert second.returncode == 0 and "nothing to write" in second.stdout
+    assert second.returncode == 0 and "nothing to write" in second.stderr
 
 
 def test_postgres_session_is_read_only(pg_label_studio):

@@ -132,7 +132,7 @@ def test_a_bad_row_fails_only_its_task(name, database, tmp_path):
         assert all(word in line for word in case.words), line
     if case.bundles_failed:
         assert any(f"project {project}" in e and all(w in e for w in case.words) for e in errors), errors
-    assert f"{len(failed) + case.bundles_failed} failed" in bad.stdout
+    assert f"{len(failed) + case.bundles_failed} failed" in bad.stderr
     expected = {key: body for key, body in objects(tmp_path / "clean").items()
                 if int(key.split(".")[0]) not in failed}
     got = objects(tmp_path / "bad")
@@ -147,7 +147,7 @@ def test_a_bad_row_fails_only_its_task(name, database, tmp_path):
     assert got == expected
     if failed:  # retried on the next run, and still reported
         again = run_syncd("resync", "--config", config(tmp_path, db, "bad"))
-        assert again.returncode == 1 and f"{len(failed)} failed" in again.stdout
+        assert again.returncode == 1 and f"{len(failed)} failed" in again.stderr
 
 
 def test_the_daemon_stays_ready_and_syncs_the_rest(tmp_path):

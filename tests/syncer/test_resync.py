@@ -47,13 +47,13 @@ def test_first_resync_writes_every_labeled_task_then_nothing(ls_db, tmp_path, ex
     config = _write_config(tmp_path / "c.yaml", {"predictions": "ids"})
     first = resync(ls_db, out, state, config=config)
     assert first.returncode == 0, first.stderr
-    assert f"{len(exported)} written" in first.stdout
+    assert f"{len(exported)} written" in first.stderr
     assert objects(out) == {f"{tid}.json": task for tid, task in exported.items()}
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*.json")}
 
     second = resync(ls_db, out, state, config=config)
     assert second.returncode == 0, second.stderr
-    assert "nothing to write" in second.stdout and f"({len(exported)} unchanged)" in second.stdout
+    assert "nothing to write" in second.stderr and f"({len(exported)} unchanged)" in second.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == mtimes
 
 
@@ -64,9 +64,9 @@ def test_dry_run_writes_nothing_and_prints_the_plan(ls_db, tmp_path, exported):
     assert not out.exists() or not any(out.iterdir())
     plan = [line for line in result.stdout.splitlines() if line.startswith("PUT")]
     assert sorted(line.split()[1] for line in plan) == sorted(f"{t}.json" for t in exported)
-    assert f"{len(exported)} would write" in result.stdout
+    assert f"{len(exported)} would write" in result.stderr
     # and a real run afterwards still writes everything (the dry run recorded nothing)
-    assert f"{len(exported)} written" in resync(ls_db, out, state).stdout
+    assert f"{len(exported)} written" in resync(ls_db, out, state).stderr
 
 
 def test_deleted_annotation_is_orphaned_by_default_and_deleted_when_asked(ls_db, tmp_path):
@@ -76,15 +76,15 @@ def test_deleted_annotation_is_orphaned_by_default_and_deleted_when_asked(ls_db,
 
     kept = resync(ls_db, out, state)
     assert kept.returncode == 0, kept.stderr
-    assert "1 orphaned" in kept.stdout and (out / "7.json").exists()
+    assert "1 orphaned" in kept.stderr and (out / "7.json").exists()
 
     config = _write_config(tmp_path / "delete.yaml", {"delete": True})
     removed = resync(ls_db, out, state, config=config)
     assert removed.returncode == 0, removed.stderr
-    assert "1 deleted" in removed.stdout and "0 orphaned" in removed.stdout
+    assert "1 deleted" in removed.stderr and "0 orphaned" in removed.stderr
     assert not (out / "7.json").exists()
     again = resync(ls_db, out, state, config=config)
-    assert "nothing to write" in again.stdout and "0 deleted" in again.stdout
+    assert "nothing to write" in again.stderr and "0 deleted" in again.stderr
 
 
 def test_task_keeping_other_annotations_is_rewritten_not_deleted(ls_db, tmp_path, exported):
@@ -94,7 +94,7 @@ def test_task_keeping_other_annotations_is_rewritten_not_deleted(ls_db, tmp_path
     delete_annotations(ls_db, 9)  # task 8 keeps annotation 8
     result = resync(ls_db, out, state, config=config)
     assert result.returncode == 0, result.stderr
-    assert "1 written" in result.stdout and "0 deleted" in result.stdout
+    assert "1 written" in result.stderr and "0 deleted" in result.stderr
     expected = dict(exported[8], annotations=[a for a in exported[8]["annotations"] if a["id"] != 9])
     assert json.loads((out / "8.json").read_bytes()) == expected
 
@@ -115,7 +115,7 @@ def test_reused_task_id_in_another_project_moves_the_object(ls_db, tmp_path):
                      "'0123456789abcdef0123456789abcdef', 0)")
     result = resync(ls_db, out, state, config=config)
     assert result.returncode == 0, result.stderr
-    assert "1 written" in result.stdout and "1 deleted" in result.stdout
+    assert "1 written" in result.stderr and "1 deleted" in result.stderr
     assert not (out / "6" / "45.json").exists()
     moved = json.loads((out / "2" / "45.json").read_bytes())
     assert moved["project"] == 2 and moved["data"] == {"image": "/data/upload/2/new.png"}
@@ -144,7 +144,7 @@ def test_a_run_with_write_errors_deletes_nothing(ls_db, tmp_path):
     (out / "8.json").mkdir()  # ... and make that write fail
     result = resync(ls_db, out, state, config=config)
     assert result.returncode == 1
-    assert "8.json" in result.stderr and "failed" in result.stdout
+    assert "8.json" in result.stderr and "failed" in result.stderr
     assert "held back" in result.stderr
     assert (out / "7.json").exists()
     assert "Traceback" not in result.stderr
@@ -232,7 +232,7 @@ def test_invalid_task_json_fails_that_task_only(ls_db, tmp_path, exported):
     assert "task 12 (project 2): task.data of row 12 is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert set(objects(out)) == {f"{t}.json" for t in exported if t != 12}
-    assert f"{len(exported) - 1} written" in result.stdout and "1 failed" in result.stdout
+    assert f"{len(exported) - 1} written" in result.stderr and "1 failed" in result.stderr
 
 
 def test_database_is_never_written(ls_db, tmp_path):
@@ -252,10 +252,10 @@ def test_verify_remote_rebuilds_a_lost_state_from_the_target(ls_db, tmp_path):
     (out / "notes.txt").write_text("not ours")  # and left a file of their own
     result = resync(ls_db, out, state, "--verify-remote")
     assert result.returncode == 0, result.stderr
-    assert "1 written" in result.stdout and "0 orphaned" in result.stdout
+    assert "1 written" in result.stderr and "0 orphaned" in result.stderr
     assert json.loads((out / "7.json").read_bytes())["id"] == 7
     assert (out / "notes.txt").read_text() == "not ours"
-    assert "nothing to write" in resync(ls_db, out, state).stdout
+    assert "nothing to write" in resync(ls_db, out, state).stderr
 
 
 def test_check_reports_each_part(ls_db, tmp_path):

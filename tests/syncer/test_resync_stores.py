@@ -56,18 +56,18 @@ def test_resync_into_each_store(request, service_name, engine, tmp_path, fixture
 
     first = run_syncd("resync", "--config", config, env=env)
     assert first.returncode == 0, first.stderr
-    assert f"{len(expected)} written" in first.stdout
+    assert f"{len(expected)} written" in first.stderr
     stored = {key: json.loads(service.read_object(bucket, key)) for key in service.raw_keys(bucket)}
     assert set(stored.pop("labels/.syncd/target.json")) == {"target_id", "written_by", "created_at"}
     assert stored == expected
 
     second = run_syncd("resync", "--config", config, env=env)
-    assert second.returncode == 0 and "nothing to write" in second.stdout, second.stdout + second.stderr
+    assert second.returncode == 0 and "nothing to write" in second.stderr, second.stdout + second.stderr
 
     (tmp_path / "state.sqlite3").unlink()
     verified = run_syncd("resync", "--config", config, "--verify-remote", env=env)
     assert verified.returncode == 0, verified.stderr
-    assert "nothing to write" in verified.stdout, verified.stdout
+    assert "nothing to write" in verified.stderr, verified.stdout
     # No credential reaches the state file or the output.
     secrets = [v for k, v in {**env, **options}.items() if isinstance(v, str) and len(v) >= 6
                and any(word in k.lower() for word in ("secret", "key", "password", "connection", "sas"))]

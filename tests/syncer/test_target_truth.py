@@ -33,7 +33,7 @@ def resync(ls_db, target: str, state, *extra: str, env: dict | None = None, conf
 def test_a_first_write_leaves_a_marker_and_a_deleted_target_is_written_again(ls_db, tmp_path):
     out, state = tmp_path / "out", tmp_path / "state.sqlite3"
     first = resync(ls_db, str(out), state)
-    assert first.returncode == 0 and f"{LABELED} written" in first.stdout
+    assert first.returncode == 0 and f"{LABELED} written" in first.stderr
     marker = json.loads((out / ".syncd" / "target.json").read_text())
     assert set(marker) == {"target_id", "written_by", "created_at"}  # an id, never a credential
     with sqlite3.connect(state) as conn:
@@ -42,7 +42,7 @@ def test_a_first_write_leaves_a_marker_and_a_deleted_target_is_written_again(ls_
     shutil.rmtree(out)  # someone deletes the whole target directory
     again = resync(ls_db, str(out), state)
     assert again.returncode == 0, again.stderr
-    assert f"{LABELED} written" in again.stdout
+    assert f"{LABELED} written" in again.stderr
     assert len(list(out.glob("*.json"))) == LABELED
     assert "has lost its marker" in again.stderr and again.stderr.count("\n") <= 2
 
@@ -54,7 +54,7 @@ def test_another_checkpoints_marker_is_not_trusted(ls_db, tmp_path):
     (out / ".syncd" / "target.json").write_text(json.dumps({"target_id": "someone-else"}))
     again = resync(ls_db, str(out), tmp_path / "a.sqlite3", "--no-audit")  # the marker is checked regardless
     assert "holds another checkpoint's marker" in again.stderr
-    assert "1 written" in again.stdout and (out / "7.json").exists()
+    assert "1 written" in again.stderr and (out / "7.json").exists()
 
 
 def test_the_audit_rewrites_what_is_missing_or_differs_and_leaves_foreign_objects(ls_db, tmp_path):
@@ -66,10 +66,10 @@ def test_the_audit_rewrites_what_is_missing_or_differs_and_leaves_foreign_object
     (out / "99999.json").write_text('{"not": "syncd\'s"}')
 
     skipped = resync(ls_db, str(out), state, "--no-audit")
-    assert "nothing to write" in skipped.stdout  # the user said the target was untouched
+    assert "nothing to write" in skipped.stderr  # the user said the target was untouched
     audited = resync(ls_db, str(out), state)
     assert audited.returncode == 0, audited.stderr
-    assert "4 written" in audited.stdout
+    assert "4 written" in audited.stderr
     [line] = [line for line in audited.stderr.splitlines() if "audit of" in line]
     assert "3 missing, 1 differ" in line and "1 not written by syncd" in line and "99999.json" in line
     assert json.loads((out / "8.json").read_text())["id"] == 8
@@ -82,7 +82,7 @@ def test_verify_remote_uses_the_listing(ls_db, tmp_path):
     assert resync(ls_db, str(out), tmp_path / "a.sqlite3").returncode == 0
     (out / "6.json").unlink()
     fresh = resync(ls_db, str(out), tmp_path / "b.sqlite3", "--verify-remote")  # a new state file
-    assert fresh.returncode == 0 and "1 written" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert fresh.returncode == 0 and "1 written" in fresh.stderr, fresh.stdout + fresh.stderr
 
 
 def test_an_emptied_bucket_is_refilled_and_an_audit_costs_list_calls(request, ls_db, tmp_path, fault_proxy):
@@ -95,7 +95,7 @@ def test_an_emptied_bucket_is_refilled_and_an_audit_costs_list_calls(request, ls
 
     proxy.clear()
     noop = resync(ls_db, url, state, env=env, config={"s3": options})
-    assert "nothing to write" in noop.stdout, noop.stdout + noop.stderr
+    assert "nothing to write" in noop.stderr, noop.stdout + noop.stderr
     assert proxy.count("GET", "list-type=2") == 2  # the write probe's listing, and the audit's one page
     assert proxy.count("HEAD") == 1  # the write probe's: no HEAD per object
 
@@ -103,7 +103,7 @@ def test_an_emptied_bucket_is_refilled_and_an_audit_costs_list_calls(request, ls
     for key in service.raw_keys(bucket):  # a lifecycle rule, or someone's `aws s3 rm --recursive`
         client.delete_object(Bucket=bucket, Key=key)
     refilled = resync(ls_db, url, state, env=env, config={"s3": options})
-    assert refilled.returncode == 0 and f"{LABELED} written" in refilled.stdout, refilled.stderr
+    assert refilled.returncode == 0 and f"{LABELED} written" in refilled.stderr, refilled.stderr
     assert len(service.raw_keys(bucket)) == LABELED + 1  # and the marker
 
 
@@ -122,9 +122,9 @@ def test_the_same_url_on_another_server_is_another_target(request, ls_db, tmp_pa
         path.write_text(json.dumps({"db": f"sqlite:///{ls_db}", "target": url, "s3": options}))
         return run_syncd("resync", "--config", str(path), env=env)
 
-    assert f"{LABELED} written" in run(options, env).stdout
+    assert f"{LABELED} written" in run(options, env).stderr
     moved = run(other_options, other_env)  # a new server, an empty bucket of the same name
-    assert f"{LABELED} written" in moved.stdout, moved.stdout + moved.stderr
+    assert f"{LABELED} written" in moved.stderr, moved.stdout + moved.stderr
     assert len(list((state_dir / "syncd").glob("*.sqlite3"))) == 2  # one state file per server
 
 

@@ -189,6 +189,11 @@ class LabelStudioSource:
         where, params = _labeled_filter(list(project_ids))
         return self.db.query(f"SELECT COUNT(*) FROM task t WHERE {where}", params)[0][0]
 
+    def count_labeled_by_project(self, project_ids: Iterable[int] = ()) -> dict[int | None, int]:
+        where, params = _labeled_filter(list(project_ids))
+        return dict(self.db.query(f"SELECT t.project_id, COUNT(*) FROM task t WHERE {where} GROUP BY t.project_id",
+                                  params))
+
     # -------------------------------------------------------------- streaming
 
     def read_tasks(self, task_ids: Iterable[int], project_ids: Iterable[int] = ()) -> list[TaskRows]:
