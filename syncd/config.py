@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import yaml
 from syncd.bundles.config import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
+from syncd.ops.notify_config import NotifyConfig, parse_notify_config
 from syncd.values import boolean, whole_number
 
 BACKEND_SECTIONS = ("s3", "gcs", "azure")
@@ -49,6 +50,7 @@ class Config:
     gcs: dict[str, Any] = field(default_factory=dict)
     azure: dict[str, Any] = field(default_factory=dict)
     bundles: BundleConfig | None = None  # export formats published per project
+    notify: NotifyConfig | None = None  # webhooks for events, a heartbeat URL (syncd.ops.notify)
     source_file: str | None = None  # where it was read from, for messages
 
     def backend_options(self, scheme: str) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def masked(cfg: Config) -> dict[str, Any]:
     def mask(value: Any, name: str, path: tuple[str, ...]) -> Any:
         if isinstance(value, dict):
             return {k: mask(v, str(k), (*path, str(k))) for k, v in value.items()}
-        if isinstance(value, list):
+        if isinstance(value, (list, tuple)):
             return [mask(v, name, path) for v in value]
         if value in (None, "") or isinstance(value, bool):
             return value
@@ -127,8 +129,8 @@ def masked(cfg: Config) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in KEYS:
         value = getattr(cfg, key)
-        if hasattr(value, "__dataclass_fields__"):
-            value = {f.name: getattr(value, f.name) for f in fields(value)}
+        if is_dataclass(value):
+            value = asdict(value)
         values[key] = mask(value, key, (key,))
     return values
 
@@ -240,6 +242,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return whole_number(value, where, 1, 10000)
     if key == "bundles":
         return parse_bundle_config(value, where)
+    if key == "notify":
+        return parse_notify_config(value, where)
     if key in BACKEND_SECTIONS:
         if value is None:
             return {}

@@ -28,15 +28,19 @@ from syncd.bundles.build import PublishedBundle
 from syncd.bundles.scheduler import BundleWorker
 from syncd.config import Config
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
+from syncd.leases import holders
 from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.health import Health
 from syncd.ops.http import serve
 from syncd.ops.metrics import Metrics
+from syncd.ops.notify import Notifications, open_notifications
+from syncd.ops.status import StatusBoard
 from syncd.ops.systemd import Notifier
 from syncd.retry import Backoff, delay
 from syncd.session import Session, open_bundle_parts, open_session
 from syncd.sources.base import Wake
-from syncd.sources.labelstudio.database import MissingDatabase, driver_errors
+from syncd.sources.labelstudio.database import MissingDatabase, driver_errors, mask_url
+from syncd.stores import public_url
 from syncd.syncer import FatalStoreError, Summary
 
 log = logging.getLogger("syncd")
@@ -74,6 +78,10 @@ class Daemon:
         self.metrics.queue.set_function(lambda: len(self.retry_at))
         self.metrics.ready.set_function(lambda: 1.0 if self.health.get()[0] else 0.0)
         self.bundles: BundleWorker | None = None
+        self.notifications: Notifications | None = None  # opened per configuration (_notify)
+        self.status = StatusBoard(self.events, process=logs.process_name, ready=self.health.get,
+                                  lag=lambda: time.time() - self.behind_since
+                                  if self.behind_since and not self.health.get()[0] else 0.0)
         self.metrics.process.labels(f"{socket.gethostname()}:{os.getpid()}").set(1)
         self.failing_since: float | None = None  # monotonic time the current outage began
         self.writes_failing_since: float | None = None  # ... the target began refusing writes
@@ -90,9 +98,9 @@ class Daemon:
         """Signals, the HTTP endpoints, then ``serve`` until stopped."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
-        server = serve(self.cfg.listen, self.health, self.metrics) if self.cfg.listen else None
+        server = serve(self.cfg.listen, self.health, self.metrics, self.status) if self.cfg.listen else None
         if server:
-            log.info("serving /healthz, /readyz and /metrics on http://%s", self.cfg.listen)
+            log.info("status page on http://%s/ (also /status.json, /healthz, /readyz, /metrics)", self.cfg.listen)
         try:
             return self.serve()
         finally:
@@ -167,6 +175,8 @@ class Daemon:
                     self._sleep(self.backoff.next(getattr(exc, "retry_after", None)))
         finally:
             self.notifier.stopping()
+            if self.notifications is not None:
+                self.notifications.close()
         log.info("stopped")
         return 0
 
@@ -179,12 +189,29 @@ class Daemon:
 
     # -------------------------------------------------------------- one connected session
 
+    def _notify(self) -> None:
+        """Notifications for the configuration in effect (a reload may change them)."""
+        current = self.notifications
+        if current is not None and (current.config, current.target) == (self.cfg.notify, public_url(self.cfg.target)):
+            return
+        if current is not None:
+            current.close()
+        self.notifications = open_notifications(self.cfg.notify, self.events, process=logs.process_name,
+                                                target=public_url(self.cfg.target), ready=self._in_step)
+
+    def _in_step(self) -> bool:
+        """Ready, and nothing waiting: the heartbeat's condition."""
+        return self.health.get()[0] and self.behind_since is None
+
     def _session(self) -> None:
         cfg = self.cfg
+        self._notify()
         session = open_session(cfg, one_shot=False, stop=self.stop, events=self.events,
                                audit=cfg.audit_interval > 0, orphan_lines=False)
         feed = None
         try:
+            self.status.describe(source=session.source.url, target=public_url(cfg.target),
+                                 state=_state_text(cfg, session))
             feed = session.source.watch(self.wakes.put)
             self._loop(session)
         finally:
@@ -203,6 +230,7 @@ class Daemon:
         first = syncer.full(progress=lambda done, total: self.notifier.beat())
         self._account(first, full=True)
         self.metrics.tasks.set(session.checkpoint.count())
+        self._refresh_status(session)
         if self.stop.is_set():
             return
         if cfg.bundles:
@@ -236,7 +264,9 @@ class Daemon:
             if touched and self.behind_since is None:
                 self.behind_since = time.time()
             if touched or due_retry:
-                self._account(syncer.sync_tasks(touched | due_retry), retried=due_retry)
+                self._account(syncer.sync_tasks(touched | due_retry), retried=due_retry, tasks=touched | due_retry)
+                if self.status.due():
+                    self._refresh_status(session)
             if touched and leases:
                 self._remember(touched)
             if now >= next_audit:  # the target, checked against the checkpoint; what it lacks is rewritten
@@ -249,6 +279,7 @@ class Daemon:
                     leases.keep(cfg.projects or list(source.projects()))
                 self._account(syncer.reconcile(), full=True)
                 self.metrics.tasks.set(session.checkpoint.count())  # a scan: not on every change
+                self._refresh_status(session)
                 next_reconcile = time.monotonic() + cfg.reconcile_interval
             self._set_ready()
 
@@ -270,7 +301,7 @@ class Daemon:
                 # it; this process saw it but did not hold the project), then the full pass.
                 recent = frozenset().union(*(ids for _, ids in self.recent))
                 if recent:
-                    self._account(session.syncer.sync_tasks(recent))
+                    self._account(session.syncer.sync_tasks(recent), tasks=set(recent))
                 self._account(session.syncer.full(projects=gained))
                 if self.bundles is not None:
                     self.bundles.changed(gained)
@@ -287,6 +318,16 @@ class Daemon:
                         "the audit checks those objects", fenced - self.fenced_seen)
             self.metrics.failures.labels("fenced").inc(fenced - self.fenced_seen)
             self.fenced_seen = fenced
+
+    def _refresh_status(self, session: Session) -> None:
+        """The status page's counts (and, sharing the target, who holds which project)."""
+        leases = session.leases
+        held_by = None
+        if leases:
+            held_by = {pid: holder for target, holder, _, projects, _ in
+                       holders(leases.url, self.cfg.state_schema) if target == leases.target for pid in projects}
+        self.status.refresh(session.source, session.checkpoint, shown=self.cfg.projects or None,
+                            synced=sorted(leases.held()) if leases else None, holders=held_by)
 
     def _remember(self, touched: set[int]) -> None:
         """Keep the tasks changed within the last two leases (bounded): the projects a process
@@ -346,8 +387,10 @@ class Daemon:
         if published:
             log.info("bundles published: %s", ", ".join(f"project {b.project_id} {b.format}" for b in published))
 
-    def _account(self, summary: Summary, retried: set[int] = frozenset(), full: bool = False) -> None:
+    def _account(self, summary: Summary, retried: set[int] = frozenset(), full: bool = False,
+                 tasks: set[int] = frozenset()) -> None:
         self.metrics.record(summary, full=full)
+        self.status.record(summary, full=full, tasks=tasks)
         if full or summary.written or summary.deleted or summary.failed:
             self.events.publish("sync.completed", **summary.event_data(full))
         if self.bundles is not None:
@@ -387,6 +430,15 @@ class Daemon:
             log.info("writes to the target recovered after %.0fs", time.monotonic() - self.writes_failing_since)
             self.writes_failing_since = None
             self._set_ready()
+
+
+def _state_text(cfg: Config, session: Session) -> str:
+    """Where the checkpoint is, for the status page (no password)."""
+    path = getattr(session.checkpoint, "path", None)
+    if session.leases is not None or path is None:
+        return f"PostgreSQL {mask_url(session.leases.url if session.leases else str(cfg.state))} " \
+               f"(schema {cfg.state_schema})"
+    return f"SQLite file {path}"
 
 
 def _one_line(exc: BaseException) -> str:

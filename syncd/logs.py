@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import time
 
@@ -15,6 +17,11 @@ def name_process(name: str) -> None:
     text): the processes sharing a target through a PostgreSQL state log to one place."""
     global _process
     _process = name
+
+
+def process_name() -> str:
+    """This process as logs, notifications and the status page name it."""
+    return _process or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from syncd.audit import AuditResult, adopt, audit, keep_marker, trusted
 from syncd.checkpoint import Checkpoint, Entry
@@ -62,6 +62,11 @@ class ProjectTally:
     deleted: int = 0
     failed: int = 0
     last_error: str | None = None
+    failed_tasks: set[int] = field(default_factory=set)  # not in events: for the status page
+
+    def event_data(self) -> dict:
+        return {"written": self.written, "deleted": self.deleted, "failed": self.failed,
+                "last_error": self.last_error}
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Summary:
             tally = self.tally(project_id)
             tally.failed += 1
             tally.last_error = message
+            if task_id is not None:
+                tally.failed_tasks.add(task_id)
         log.error("%s", message)
 
     def tally(self, project_id: int) -> ProjectTally:
@@ -111,7 +118,7 @@ class Summary:
         return {"scanned": self.scanned, "written": self.written, "unchanged": self.unchanged,
                 "deleted": self.deleted, "orphaned": self.orphaned, "failed": self.failed,
                 "seconds": round(self.seconds, 3), "full": full,
-                "projects": {pid: asdict(t) for pid, t in sorted(self.projects.items())},
+                "projects": {pid: t.event_data() for pid, t in sorted(self.projects.items())},
                 "failures": self.failures[:MAX_LISTED]}
 
     def line(self, dry_run: bool = False) -> str:

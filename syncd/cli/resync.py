@@ -12,8 +12,10 @@ from syncd.config import Config
 from syncd.errors import ConfigError, SourceError, SyncdError
 from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.metrics import Metrics
+from syncd.ops.notify import open_notifications
 from syncd.session import open_bundle_source, open_session
 from syncd.sources import is_directory
+from syncd.stores import public_url
 from syncd.syncer import Summary
 
 log = logging.getLogger("syncd")
@@ -47,8 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     events = Events()
+    notifications = None
     try:
-        summary, bundles_line = _resync(args, metrics, events)
+        cfg = config_from(args)
+        if not args.dry_run:
+            notifications = open_notifications(cfg.notify, events, process=logs.process_name,
+                                               target=public_url(cfg.target), one_shot=True)
+        summary, bundles_line = _resync(cfg, args, metrics, events)
+        if summary.ok and notifications is not None:
+            notifications.ping()  # a cron job's dead-man switch: pinged after every clean run
     except SyncdError as exc:
         events.publish("sync.failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         if args.metrics_file:  # a cron job's monitoring must see the failed run too
@@ -56,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
                                "other" if isinstance(exc, ConfigError) else "storage")
             metrics.write_textfile(args.metrics_file)
         raise
+    finally:
+        if notifications is not None:
+            notifications.close()  # the run's events are sent before it exits
     if args.dry_run:
         for action in summary.plan:
             print(action.describe())
@@ -72,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-def _resync(args: argparse.Namespace, metrics: Metrics, events: Events) -> tuple[Summary, str | None]:
-    cfg = config_from(args)
+def _resync(cfg: Config, args: argparse.Namespace, metrics: Metrics, events: Events) -> tuple[Summary, str | None]:
     progress = logs.Progress("resync")
     with open_session(cfg, one_shot=True, events=events, dry_run=args.dry_run, verify_remote=args.verify_remote,
                       checksum=args.checksum, audit=not args.no_audit) as session:

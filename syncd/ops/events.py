@@ -15,7 +15,9 @@ Events and their data (all JSON-serialisable):
 - ``sync.failed``: a run stopped before it ended (the database or the target could not be used):
   ``error`` (the one line).
 - ``bundle.published`` / ``bundle.failed``: ``project_id``, ``format``, ``key`` (the build's
-  prefix in the target), ``manifest`` (``latest.json``'s key), ``build_id``, ``tasks``, ``error``.
+  prefix in the target), ``manifest`` (``latest.json``'s key), ``latest_key`` (the stable copy:
+  ``…/latest/`` or ``…/latest.zip``), ``index_key`` (``bundles.json``), ``build_id``,
+  ``created_at``, ``tasks``, ``error``.
 - ``target.audit_mismatch``: the audit found objects missing or different: ``missing``,
   ``differing``, ``rewritten`` (how many objects the pass writes again), ``adopted``.
 - ``health``: ``ready`` (bool) and ``reason``, whenever readiness changes.
@@ -58,6 +60,11 @@ class Events:
         with self._lock:
             self._subscribers.append(subscriber)
 
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+
     def publish(self, name: str, **data: Any) -> Event:
         event = Event(name, data)
         with self._lock:
@@ -78,4 +85,5 @@ def bundle_event_data(bundle: Any) -> dict[str, Any]:
     return {"project_id": bundle.project_id, "format": bundle.format,
             "key": f"{bundle.prefix}/{bundle.build_id}" if bundle.build_id else None,
             "manifest": bundle.manifest_key if bundle.prefix else None, "build_id": bundle.build_id,
+            "latest_key": bundle.latest_key or None, "index_key": bundle.index_key or None,
             "created_at": bundle.created_at, "tasks": bundle.task_count, "error": bundle.error}

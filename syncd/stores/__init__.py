@@ -31,6 +31,16 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
+def public_url(url: str | None) -> str:
+    """A target URL as it may be shown (status page, notifications): no password, no query
+    (an Azure SAS token)."""
+    if not url:
+        return ""
+    from syncd.sources.labelstudio.database import mask_url
+
+    return mask_url(url.split("?", 1)[0])
+
+
 def open_store(url: str, options: Mapping[str, Any] | None = None, *, transfers: int = 8,
                stop: threading.Event | None = None) -> Store:
     """Open the storage adapter for ``url`` with backend ``options`` from the config.

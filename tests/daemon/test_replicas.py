@@ -93,6 +93,16 @@ def test_processes_share_the_projects_and_survive_churn(pg_label_studio, pg_serv
             # Logs name the process as /metrics does (they all go to one place).
             name = re.search(r'syncd_process_info\{process="([^"]+)"\}', metrics).group(1)
             assert f"[{name}] " in daemon.log.read_text() and f"{name} holds projects" in body
+        # Each status page lists every project and who holds it, as the processes' metrics say.
+        names = {re.search(r'syncd_process_info\{process="([^"]+)"\}', p.get("/metrics")[1]).group(1): p
+                 for p in live()}
+        truth = {pid: name for name, p in names.items() for pid in held(p)}
+
+        def pages_agree() -> bool:
+            return all({p["id"]: p["holder"] for p in json.loads(d.get("/status.json")[1])["projects"]} == truth
+                       for d in live())
+
+        wait_for(pages_agree, 15, "every status page to name each project's holder")
 
         tasks = unlabeled_tasks(pg_label_studio)
         changed: dict[int, int] = {}

@@ -74,7 +74,7 @@ def test_the_audit_rewrites_what_is_missing_or_differs_and_leaves_foreign_object
     assert "3 missing, 1 differ" in line and "1 not written by syncd" in line and "99999.json" in line
     assert json.loads((out / "8.json").read_text())["id"] == 8
     assert (out / "99999.json").read_text() == '{"not": "syncd\'s"}'  # never deleted: not syncd's
-    assert "nothing to write" in resync(ls_db, str(out), state).stdout
+    assert "nothing to write" in resync(ls_db, str(out), state).stderr
 
 
 def test_verify_remote_uses_the_listing(ls_db, tmp_path):
