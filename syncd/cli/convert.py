@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         database = args.input is not None and is_database_url(args.input)
         if database and args.db:
             raise InputError(f"{mask_url(args.input)}: the database is given twice (INPUT and --db); give one")
+        if args.input is None and args.project is None and database_url(args) is None:
+            raise InputError("nothing to convert: give INPUT (a JSON export, a directory of <task_id>.json, a "
+                             "database) or --db URL --project ID")
         if args.input is None or database:
             url = args.input if database else database_url_or_default(args)
             with _database_tasks(url, args.project, args.label_config) as (config, tasks):
