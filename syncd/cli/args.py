@@ -12,7 +12,7 @@ from syncd import logs
 from syncd.config import Config, find_config
 from syncd.errors import SourceError
 from syncd.session import OVERRIDABLE, load_config, open_cfg_source
-from syncd.sources import Project, Source
+from syncd.sources import Project, Source, is_directory
 from syncd.sources.labelstudio.database import default_db_url
 
 log = logging.getLogger("syncd")
@@ -72,6 +72,9 @@ def open_project(url: str, project_id: int) -> Iterator[tuple[Source, Project]]:
     """One project of Label Studio's database, and its source, open until the block ends (documents
     in the shape of Label Studio's export: prediction ids). An unknown id is a ``SourceError``
     listing the projects there are."""
+    if is_directory(url):
+        raise SourceError(f"{url}: a directory of task files has no projects or labeling configs; give Label "
+                          "Studio's database (sqlite:///path/label_studio.sqlite3 or postgresql://...)")
     source = open_cfg_source(Config(db=url), predictions="ids")
     try:
         projects = source.projects()

@@ -97,6 +97,7 @@ def test_formats_of_a_config_file_is_unchanged(capsys):
     ("not-label-studio", ["is not a Label Studio database"]),
     ("both", ["pass either --label-config FILE or --project ID"]),
     ("neither", ["pass --label-config FILE, or --project ID"]),
+    ("directory-as-db", ["a directory of task files has no projects or labeling configs"]),
 ])
 def test_formats_errors_are_one_line_exit_2(case, parts, db, tmp_path, capsys):
     other = tmp_path / "other.sqlite3"
@@ -113,6 +114,7 @@ def test_formats_errors_are_one_line_exit_2(case, parts, db, tmp_path, capsys):
         "both": ["--db", f"sqlite:///{db}", "--project", "2", "--label-config",
                  str(EXPORTS / "text-ner" / "label_config.xml")],
         "neither": [],
+        "directory-as-db": ["--db", f"dir://{tmp_path}", "--project", "2"],
     }[case]
     assert run(["formats", *argv]) == 2
     captured = capsys.readouterr()
