@@ -14,10 +14,9 @@ import converters
 from converters import ConverterError, ConvertOptions, LabelConfig, LabelConfigError, parse_label_config
 from converters.fastio import zip_dir
 from converters.inputs import InputError, iter_input_tasks
-from syncd.config import Config
+from syncd.cli.args import add_config_and_db, database_url, database_url_or_default, open_project, project_label_config
 from syncd.document import label_studio_export
 from syncd.errors import BadTask, SyncdError
-from syncd.session import open_cfg_source
 from syncd.sources.labelstudio.database import driver_errors, mask_url
 
 IMAGE_FORMATS = ("COCO", "VOC", "YOLO", "YOLO_OBB")
@@ -32,14 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Convert a Label Studio JSON export, a directory of <task_id>.json documents, or one "
         "project of Label Studio's database (with --project) to one of Label Studio's export formats.",
     )
-    p.add_argument("input", help="Label Studio JSON export file, a directory of <task_id>.json files, or "
-                   "Label Studio's database (sqlite:///path/label_studio.sqlite3, a *.sqlite3 file, "
-                   "postgresql://user:pw@host:port/db)")
-    p.add_argument("--project", type=int, metavar="ID", help="project id (required when INPUT is a database; "
-                   "its labeled tasks and its labeling config are read)")
+    p.add_argument("input", nargs="?", help="Label Studio JSON export file, a directory of <task_id>.json files "
+                   "(a synced target copied locally; with --project, only that project's tasks), or Label Studio's "
+                   "database (sqlite:///path/label_studio.sqlite3, a *.sqlite3 file, "
+                   "postgresql://user:pw@host:port/db); default: the database of --db")
+    p.add_argument("--project", type=int, metavar="ID", help="project id (required for a database: its labeled tasks "
+                   "and its labeling config are read; with a directory: convert only this project's tasks)")
+    add_config_and_db(p, db_help="Label Studio's database when INPUT is not given, or, with a directory INPUT and "
+                      "--project, the database whose project's labeling config to use; sqlite:///path/label_studio."
+                      "sqlite3 or postgresql://user:pw@host:port/db (default: the config's db:; without INPUT, else "
+                      "from Label Studio's env vars)")
     p.add_argument("--format", "-f", required=True, help=f"one of: {', '.join(converters.names())}")
-    p.add_argument("--label-config", help="the project's labeling config XML (default: the project's config "
-                   "for a database, else label_config.xml next to INPUT, if any)")
+    p.add_argument("--label-config", metavar="FILE", help="the project's labeling config XML (default: the "
+                   "project's config for a database or with --db, else label_config.xml next to INPUT, if any)")
     p.add_argument("--out", "-o", required=True, help="output directory (with --zip: the zip file)")
     p.add_argument("--zip", action="store_true", help="write one zip file instead of a directory")
     p.add_argument("--download-images", action="store_true",
@@ -58,20 +62,34 @@ def run(args: argparse.Namespace) -> int:
     warn.count = 0
     try:
         converter = converters.get(args.format)
-        if is_database_url(args.input):
-            with _database_tasks(args.input, args.project, args.label_config) as (config, tasks):
+        database = args.input is not None and is_database_url(args.input)
+        if database and args.db:
+            raise InputError(f"{mask_url(args.input)}: the database is given twice (INPUT and --db); give one")
+        if args.input is None and args.project is None and database_url(args) is None:
+            raise InputError("nothing to convert: give INPUT (a JSON export, a directory of <task_id>.json, a "
+                             "database) or --db URL --project ID")
+        if args.input is None or database:
+            url = args.input if database else database_url_or_default(args)
+            with _database_tasks(url, args.project, args.label_config) as (config, tasks):
                 _convert(args, converter, config, tasks)
             return 1 if warn.count else 0
-        if args.project is not None:
-            raise InputError(f"{args.input}: --project only applies when INPUT is a database "
-                             "(sqlite:///path/label_studio.sqlite3, postgresql://...)")
-        config = _config_next_to(args)
+        if args.project is None:
+            if args.db:
+                raise InputError(f"{args.input}: --db applies when converting one project (--project ID)")
+            config = _config_next_to(args)
+        else:
+            if not Path(args.input).is_dir():
+                raise InputError(f"{args.input}: --project applies to a database or a directory of <task_id>.json "
+                                 "documents (an export file holds one project's tasks already)")
+            config = _directory_project_config(args)
         reason = converter.applies_to(config)
         if reason is not None:
             raise converters.FormatNotApplicable(converter.name, reason)
         if not Path(args.input).exists():
             raise InputError(f"{args.input}: no such file or directory")
         tasks = iter_input_tasks(args.input, warn)
+        if args.project is not None:
+            tasks = _tasks_of_project(tasks, args.project, args.input)
         if converter.name == "JSON":  # Label Studio's export shape: bare prediction and user ids
             tasks = (label_studio_export(t) if isinstance(t, dict) else t for t in tasks)
         _convert(args, converter, config, tasks)
@@ -127,18 +145,48 @@ def _database_tasks(url: str, project_id: int | None,
     The documents are exactly what syncd stores, in Label Studio's export shape (predictions as
     ids); only labeled tasks (with at least one annotation row) are read."""
     if project_id is None:
-        raise InputError(f"{mask_url(url)}: --project ID is required when INPUT is a database")
-    source = open_cfg_source(Config(db=url), predictions="ids")
-    try:
-        projects = source.projects()
-        project = projects.get(project_id)
-        if project is None:
-            known = ", ".join(f"{p.id} ({p.title})" for p in projects.values()) or "none"
-            raise InputError(f"{source.url}: no project {project_id}; projects: {known}")
-        config = read_label_config(label_config) if label_config else parse_label_config(project.label_config or "")
+        raise InputError(f"{mask_url(url)}: --project ID is required to convert from a database")
+    with open_project(url, project_id) as (source, project):
+        config = read_label_config(label_config) if label_config else project_label_config(project)
         yield config, _documents(source.documents(project_ids=[project_id]))
-    finally:
-        source.close()
+
+
+def _directory_project_config(args: argparse.Namespace) -> LabelConfig:
+    """The labeling config for one project's tasks of a directory: --label-config, else the
+    project's in the database of --db (or the config's db:). A synced target holds task documents
+    only, not the config, and a directory may hold several projects', so nothing next to it says."""
+    if args.label_config:
+        return read_label_config(args.label_config)
+    url = database_url(args)
+    if url is None:
+        raise InputError(f"{args.input}: task documents carry no labeling config; pass --label-config FILE, or "
+                         f"--db URL to read project {args.project}'s from Label Studio's database")
+    with open_project(url, args.project) as (_, project):
+        return project_label_config(project)
+
+
+def _tasks_of_project(tasks: Iterable[object], project_id: int, where: str) -> Iterator[object]:
+    """The tasks of ``project_id`` (documents carry ``project``) in a directory that may hold several
+    projects' (a synced target). Values that are not task objects pass, for the converter to report;
+    documents without a project are left out with one warning, so none goes missing unsaid."""
+    kept, unattributed, others = 0, 0, set()
+    for task in tasks:
+        if not isinstance(task, dict):
+            yield task
+            continue
+        project = task.get("project")
+        if project == project_id:
+            kept += 1
+            yield task
+        elif project is None:
+            unattributed += 1
+        else:
+            others.add(str(project))
+    if unattributed:
+        warn(None, f"{where}: {unattributed} document(s) name no project; left out")
+    if not kept:
+        found = ", ".join(sorted(others, key=lambda p: (len(p), p))) or "none"
+        warn(None, f"{where}: no task of project {project_id} (projects found: {found})")
 
 
 def _documents(documents: Iterable) -> Iterator[dict]:

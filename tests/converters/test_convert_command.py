@@ -178,11 +178,11 @@ def test_convert_database_plain_path_label_config_override(tmp_path):
 @pytest.mark.parametrize(
     "case,message",
     [
-        ("no-project", "--project ID is required when INPUT is a database"),
+        ("no-project", "--project ID is required to convert from a database"),
         ("unknown-project", "no project 99; projects: 1 (Aerial tiles"),
         ("missing-file", "does not exist"),
         ("not-label-studio", "is not a Label Studio database"),
-        ("project-with-file", "--project only applies when INPUT is a database"),
+        ("project-with-file", "--project applies to a database or a directory"),
     ],
 )
 def test_convert_database_errors_exit_2_with_one_line(case, message, tmp_path, capsys):
