@@ -37,7 +37,7 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 class RunningSyncd:
     def __init__(self, tmp: Path, db_url: str, target: str, extra_config: dict | None = None,
-                 env: dict | None = None):
+                 env: dict | None = None, args: tuple[str, ...] = ()):
         self.port = free_port()
         self.log = tmp / f"syncd-run-{self.port}.log"
         config = {"db": db_url, "target": target, "state": str(tmp / "state.sqlite3"),
@@ -45,7 +45,7 @@ class RunningSyncd:
                   "predictions": "ids", **(extra_config or {})}
         self.config = tmp / "syncd-run.yaml"
         self.config.write_text(json.dumps(config))
-        self.proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "syncd", "run", "--config", str(self.config), *args],
                                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
                                      env=child_env(env))
 

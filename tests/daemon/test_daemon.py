@@ -246,3 +246,26 @@ def test_an_orphan_is_reported_once_as_resync_reports_it(ls_db, tmp_path):
     finally:
         assert daemon.stop() == 0, daemon.logs()
     assert daemon.logs().count("orphaned: 11.json") == 1
+
+
+def test_verbose_json_logs_name_each_object_and_summaries_are_json(ls_db, tmp_path):
+    """``syncd run -v`` with JSON logs: a line per object written (key, task, project, bytes),
+    like rclone -v, and every line JSON, the batch summaries included."""
+    out = tmp_path / "out"
+    daemon = RunningSyncd(tmp_path, f"sqlite:///{ls_db}", str(out), {"log_format": "json"}, args=("-v",))
+    try:
+        daemon.wait_ready()
+        conn = sqlite3.connect(ls_db)
+        project = conn.execute("SELECT project_id FROM task WHERE id = 11").fetchone()[0]
+        add_annotation(conn, 11, [])
+        conn.close()
+        wait_for(lambda: read_json(out / "11.json"), ARRIVES, "11.json to appear")
+        wait_for(lambda: '"synced: 1 written' in daemon.logs(), ARRIVES, "the batch's summary")
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
+    entries = [json.loads(line) for line in daemon.logs().splitlines() if line.strip()]  # all JSON
+    [wrote] = [e for e in entries if e.get("action") == "put" and e.get("key") == "11.json"]
+    assert (wrote["task_id"], wrote["project_id"], wrote["bytes"]) == (11, project, (out / "11.json").stat().st_size)
+    assert wrote["message"] == f"wrote 11.json (task 11, project {project}, {wrote['bytes']} bytes)"
+    [summary] = [e for e in entries if e["message"].startswith("synced: 1 written")]
+    assert (summary["written"], summary["deleted"], summary["failed"]) == (1, 0, 0)

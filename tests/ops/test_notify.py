@@ -122,6 +122,22 @@ def test_resync_posts_signed_events_and_pings_the_heartbeat(ls_db, tmp_path, rec
     assert secret not in done.stderr
 
 
+def test_an_audit_that_finds_the_target_changed_is_posted(ls_db, tmp_path, receiver):
+    out = tmp_path / "out"
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"db": f"sqlite:///{ls_db}", "target": str(out), "state": str(tmp_path / "s.sqlite3"),
+                                  "notify": {"webhooks": [{"url": receiver.url,
+                                                           "events": ["target.audit_mismatch"]}]}}))
+    assert run_syncd("resync", "--config", str(config)).returncode == 0
+    assert not receiver.posts()  # nothing amiss, and sync.completed not asked for
+    (out / "7.json").unlink()  # someone removed an object
+    assert run_syncd("resync", "--config", str(config)).returncode == 0
+    [mismatch] = receiver.posts()
+    assert mismatch["event"] == "target.audit_mismatch"
+    assert mismatch["data"]["missing"] == 1 and mismatch["data"]["rewritten"] == 1
+    assert (out / "7.json").exists()
+
+
 def test_a_failed_resync_posts_sync_failed_and_does_not_ping(tmp_path, receiver):
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({
