@@ -21,7 +21,7 @@ from syncd.bundles.config import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
 from syncd.ops.notify_config import NotifyConfig, parse_notify_config
-from syncd.values import boolean, whole_number
+from syncd.values import boolean, seconds, whole_number
 
 BACKEND_SECTIONS = ("s3", "gcs", "azure")
 
@@ -193,21 +193,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: must be HOST:PORT (for example 127.0.0.1:9187), got {value!r}")
         return text
     if key in ("poll_interval", "reconcile_interval"):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = -1.0
-        if isinstance(value, bool) or not 0.05 <= number <= 86400:
-            raise ConfigError(f"{where}: must be a number of seconds from 0.05 to 86400, got {value!r}")
-        return number
+        return seconds(value, where, 0.05, 86400)
     if key == "lease_seconds":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = -1.0
-        if isinstance(value, bool) or not 3 <= number <= 300:
-            raise ConfigError(f"{where}: must be a number of seconds from 3 to 300, got {value!r}")
-        return number
+        return seconds(value, where, 3, 300)
     if key == "state_schema":
         if not isinstance(value, str) or not value.replace("_", "").isalnum() or value[:1].isdigit():
             raise ConfigError(f"{where}: must be a schema name of letters, digits and underscores, got {value!r}")
@@ -215,14 +203,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key == "state_in_label_studio_db":
         return boolean(value, where)
     if key == "audit_interval":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = -1.0
-        if isinstance(value, bool) or not (number == 0 or 1 <= number <= 604800):
-            raise ConfigError(f"{where}: must be 0 (no audits) or a number of seconds from 1 to 604800, "
-                              f"got {value!r}")
-        return number
+        return seconds(value, where, 1, 604800, off=True)
     if key in ("key_template", "predictions", "log_format"):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be a string, got {value!r}")

@@ -26,3 +26,16 @@ def boolean(value: Any, where: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
         return value.lower() in ("true", "yes", "on", "1")
     raise ConfigError(f"{where}: must be true or false, got {value!r}")
+
+
+def seconds(value: Any, where: str, low: float, high: float, *, off: bool = False) -> float:
+    """A number of seconds from ``low`` to ``high``; with ``off``, also 0 (the feature off)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not (low <= number <= high or (off and number == 0)):
+        span = f"from {low:g} to {high:g}"
+        raise ConfigError(f"{where}: must be " + (f"0 (off) or a number of seconds {span}" if off else
+                                                  f"a number of seconds {span}") + f", got {value!r}")
+    return number

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError
-from syncd.values import whole_number
+from syncd.values import seconds, whole_number
 
 # The events a webhook can receive (``syncd.ops.events`` also has ``health``, which is internal).
 WEBHOOK_EVENTS = ("sync.completed", "sync.failed", "bundle.published", "bundle.failed", "target.audit_mismatch")
@@ -77,12 +77,12 @@ def parse_notify_config(raw: Any, where: str = "notify") -> NotifyConfig | None:
             raise ConfigError(f"{where}.heartbeat: must be a URL or a mapping with url: and interval:, got {hb!r}")
         _known(hb, _HEARTBEAT_KEYS, f"{where}.heartbeat")
         heartbeat = Heartbeat(_url(hb.get("url"), f"{where}.heartbeat.url"),
-                              _seconds(hb.get("interval", 60), f"{where}.heartbeat.interval", 1, 86400))
+                              seconds(hb.get("interval", 60), f"{where}.heartbeat.interval", 1, 86400))
     if not webhooks and heartbeat is None:
         return None
     return NotifyConfig(webhooks, heartbeat,
-                        min_interval=_seconds(raw.get("min_interval", 10), f"{where}.min_interval", 0, 86400),
-                        timeout=_seconds(raw.get("timeout", 10), f"{where}.timeout", 0.5, 300),
+                        min_interval=seconds(raw.get("min_interval", 10), f"{where}.min_interval", 0, 86400),
+                        timeout=seconds(raw.get("timeout", 10), f"{where}.timeout", 0.5, 300),
                         attempts=whole_number(raw.get("attempts", 5), f"{where}.attempts", 1, 20))
 
 
@@ -113,16 +113,6 @@ def _url(value: Any, where: str) -> str:
     if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
         raise ConfigError(f"{where}: must be an http:// or https:// URL, got {value!r}")
     return value
-
-
-def _seconds(value: Any, where: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if isinstance(value, bool) or not low <= number <= high:
-        raise ConfigError(f"{where}: must be a number of seconds from {low:g} to {high:g}, got {value!r}")
-    return number
 
 
 def _known(raw: dict, keys: tuple[str, ...], where: str) -> None:
