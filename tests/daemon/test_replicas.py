@@ -181,3 +181,65 @@ def test_a_state_in_label_studios_own_database_needs_a_yes(pg_label_studio, tmp_
         public = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables "
                                              "WHERE table_schema = 'public'")}
     assert count == 38 and not {t for t in public if t.startswith(("objects", "leases", "members"))}
+
+
+
+def test_a_session_whose_state_connection_died_closes_its_leases(pg_label_studio, pg_server, state_schema, tmp_path):
+    """The state database dropped the connections while records waited to be flushed: closing
+    the session fails to flush them (they are redone), and must still stop the lease keeper. A
+    keeper left running would keep a second member alive in the same process, holding projects
+    that nobody syncs."""
+    import threading
+
+    import psycopg
+
+    from syncd.config import Config
+    from syncd.session import open_session
+
+    cfg = Config(db=pg_label_studio, target=str(tmp_path / "out"), state=pg_server, state_schema=state_schema,
+                 lease_seconds=LEASE)
+    session = open_session(cfg, one_shot=False)
+    session.leases.tick([1, 2])
+    session.leases.keep([1, 2])
+    assert [t for t in threading.enumerate() if t.name == "syncd-leases"]
+    session.checkpoint.record_put("1.json", 1, 1, "0" * 64, 3)  # waits for a flush
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name LIKE 'syncd-%' AND pid <> pg_backend_pid()")
+    session.close()
+    assert not [t for t in threading.enumerate() if t.name == "syncd-leases"]
+
+
+def test_a_lost_state_connection_leaves_no_second_member_behind(pg_label_studio, pg_server, state_schema, tmp_path):
+    """The state database drops syncd's connections (a restart, a failover): the session ends and
+    a new one starts, and the old session's leases go with it. A lease keeper left running would
+    keep a second member alive in the same process, holding projects that nobody syncs."""
+    import psycopg
+
+    config = {"state": pg_server, "state_schema": state_schema, "lease_seconds": LEASE, "reconcile_interval": 2}
+    out = tmp_path / "out"
+    daemon = RunningSyncd(tmp_path, pg_label_studio, str(out), config)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: len(held(daemon)) == 7, 10, "one process holding every project")
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE application_name LIKE 'syncd-%' AND pid <> pg_backend_pid()").fetchone()[0]
+        assert killed >= 2  # the checkpoint's and the leases' connections at least
+
+        def members() -> list[str]:
+            with psycopg.connect(pg_server) as conn:
+                return [r[0] for r in conn.execute(f'SELECT holder FROM "{state_schema}".members '
+                                                   "WHERE expires_at > now()")]
+
+        wait_for(lambda: "recovered after" in daemon.logs(), 30, "a new session")
+        wait_for(lambda: len(members()) == 1 and len(held(daemon)) == 7, 3 * LEASE,
+                 "one member again, holding every project")
+        time.sleep(LEASE / 2)  # a leftover keeper would renew its membership by now
+        assert len(members()) == 1, members()
+        # And it still syncs: a change arrives.
+        project, task = next(iter(unlabeled_tasks(pg_label_studio).items()))
+        pg_add_annotation(pg_label_studio, task)
+        wait_for(lambda: (out / f"{task}.json").exists(), FAILOVER, "the change after the reconnect")
+    finally:
+        assert daemon.stop() == 0, daemon.logs()
