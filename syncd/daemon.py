@@ -37,7 +37,7 @@ from syncd.ops.notify import Notifications, open_notifications
 from syncd.ops.status import StatusBoard
 from syncd.ops.systemd import Notifier
 from syncd.retry import Backoff, delay
-from syncd.session import Session, open_bundle_parts, open_session
+from syncd.session import Session, close_all, open_bundle_parts, open_session
 from syncd.sources.base import Wake
 from syncd.sources.labelstudio.database import MissingDatabase, driver_errors, mask_url
 from syncd.stores import public_url
@@ -215,11 +215,8 @@ class Daemon:
             feed = session.source.watch(self.wakes.put)
             self._loop(session)
         finally:
-            for part in (self.bundles, feed):
-                if part is not None:
-                    part.close()
-            self.bundles = None
-            session.close()
+            bundles, self.bundles = self.bundles, None
+            close_all(bundles, feed, session)
 
     def _loop(self, session: Session) -> None:
         cfg, source, syncer, leases = self.cfg, session.source, session.syncer, session.leases

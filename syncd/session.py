@@ -98,7 +98,7 @@ class Session:
 
     def close(self) -> None:
         # The syncer first: it records acknowledged writes in the checkpoint; the leases last.
-        _close(self.syncer, self.checkpoint, self.source, self.store, self._scratch, self.leases)
+        close_all(self.syncer, self.checkpoint, self.source, self.store, self._scratch, self.leases)
 
     def __enter__(self) -> Session:
         return self
@@ -144,7 +144,7 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
         syncer = Syncer(source, store, checkpoint, sync_options(cfg, **options), stop=stop, leases=leases,
                         events=events)
     except BaseException:
-        _close(*reversed(opened))
+        close_all(*reversed(opened))
         raise
     return Session(cfg, source, store, checkpoint, syncer, leases, scratch)
 
@@ -165,7 +165,7 @@ def check_state_database(cfg: Config, state: str) -> None:
                           "state_in_label_studio_db: true to allow it, or name another database")
 
 
-def _close(*parts: Any) -> None:
+def close_all(*parts: Any) -> None:
     """Close each part; a failure while closing one does not keep the others open. Closing is
     what a session does after its database or state connection was lost, so any error is
     expected here (a driver's own, too): a part left open would be worse (leases kept alive by

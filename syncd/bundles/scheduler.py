@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 
 from syncd.bundles.build import PublishedBundle, publish_changed
 from syncd.bundles.config import BundleConfig
-from syncd.errors import SyncdError
 from syncd.retry import Backoff
 from syncd.sources.base import Source
 from syncd.stores.base import Store
@@ -154,6 +153,6 @@ def _close(parts: tuple[Source, Store] | None) -> None:
     for part in parts or ():
         try:
             part.close()
-        except SyncdError as exc:
+        except Exception as exc:  # noqa: BLE001 - closing after a lost connection: the next build reconnects
             log.debug("while closing: %s", exc)
     return None
