@@ -155,12 +155,19 @@ def change_a_task(db: Path, project: int) -> int:
     return task
 
 
-def s3_body(endpoint: str, key: str) -> bytes:
+def s3_doc(endpoint: str, key: str) -> dict | None:
+    """The object's JSON, or None while it cannot be read whole: s3rver stores an object by
+    writing its file in place, so a GET during a PUT may end short (a server's limit, not syncd's:
+    syncd's PUTs are single requests)."""
     import boto3
+    import botocore.exceptions
 
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="S3RVER", aws_secret_access_key="S3RVER",
                           region_name="us-east-1")
-    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    try:
+        return json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ValueError):
+        return None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -223,11 +230,13 @@ def failover(processes: list[Process], db: Path, schema: str, endpoint: str, pre
     killed = time.perf_counter()
     task = change_a_task(db, projects[0])
     key = f"{prefix}/{task}.json"
-    before = json.loads(s3_body(endpoint, key))
-    lead = before["annotations"][0].get("lead_time")
+    readable: list[dict] = []
+    wait_for(lambda: readable.append(s3_doc(endpoint, key)) or readable[-1] is not None, 30, f"{key} readable")
+    lead = readable[-1]["annotations"][0].get("lead_time")
 
     def changed() -> bool:
-        return json.loads(s3_body(endpoint, key))["annotations"][0].get("lead_time") != lead
+        doc = s3_doc(endpoint, key)
+        return doc is not None and doc["annotations"][0].get("lead_time") != lead
 
     wait_for(changed, 120, f"the change of task {task} after the kill", interval=0.2)
     change_seconds = time.perf_counter() - killed
