@@ -25,7 +25,7 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "replacing"]
+__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "replacing", "write_all"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
@@ -220,12 +220,13 @@ class SmallFiles:
                 exc.filename = os.path.join(self.directory, name)
                 raise
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the file descriptor ``fd``."""
     written = os.write(fd, data)  # small files: all of it, nearly always
     if written < len(data):
         view = memoryview(data)[written:]
@@ -245,7 +246,7 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
             continue
         try:
             if data:
-                _write_all(fd, data)
+                write_all(fd, data)
         except OSError:
             out.append((name, data, False))  # written again by the caller, who sees the error
             continue
