@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import replacing, write_all
+from .fastio import EXPONENT, replacing, write_all
 from .items import task_id_of
 from .label_config import LabelConfig
 
@@ -39,12 +38,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# orjson writes every JSON value as the json module does (compact, ensure_ascii=False) except
-# floats that the json module writes with an exponent (1e-05, 1e+16): orjson writes those as
-# 0.00001 or 1e16. In compact JSON a number is followed by "," "]" or "}", so orjson's output
-# holding neither "0.0000" nor this pattern has none of them (a match inside a string only
-# sends the batch the slow way).
-_EXPONENT = re.compile(rb"e-?[0-9]+[,\]}]")
 
 # what decodes a batch to check it: msgspec's decoder is the faster (it keeps long integers exact
 # and refuses NaN and lone surrogates, as orjson does)
@@ -103,7 +96,7 @@ class JsonJob:
             out = _orjson.dumps(tasks)
         except TypeError:  # an integer beyond 64 bits, nesting orjson refuses, a shape's own type
             return None
-        if b"0.0000" in out or _EXPONENT.search(out) is not None:
+        if b"0.0000" in out or EXPONENT.search(out) is not None:
             return None  # a float the json module writes with an exponent (or a string like one)
         if out == array:
             return (offset, length)  # compact, the same escapes and numbers, no duplicate keys

@@ -134,22 +134,25 @@ def test_long_integers_stay_exact(json_backend):
 
 # ------------------------------------------------------------------------------ compact_json
 
-def test_compact_json_equals_json_dumps(json_backend):
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+@pytest.mark.parametrize("fast,style", [(compact_json, {"separators": (",", ":")}),
+                                        (fastio.indented_json, {"indent": 2})], ids=["compact", "indented"])
+def test_compact_json_equals_json_dumps(fast, style, json_backend):
+    encode = json.JSONEncoder(ensure_ascii=False, **style).encode
     rnd = random.Random(5)
 
     def value(depth: int = 0) -> object:
         r = rnd.random()
         if depth > 3 or r < 0.5:
             return rnd.choice([rnd.uniform(-10, 10) * 10 ** rnd.randint(-30, 30), 2**70, float("nan"), float("-inf"),
-                               None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332])
+                               None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332,
+                               "x1e5", "e-7"])
         if r < 0.75:
             return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
         return {rnd.choice(["k", "x0e1", 1, 2.5, "é", None]): value(depth + 1) for _ in range(rnd.randint(0, 3))}
 
     for _ in range(20000):
         v = value()
-        assert compact_json(v) == encode(v), repr(v)
+        assert fast(v) == encode(v), repr(v)
 
 
 # ------------------------------------------------------------------------------ Treebank tokenizer
@@ -244,7 +247,7 @@ def test_every_format_is_the_same_without_orjson(slug, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------ worker processes
 
-PER_TASK_FORMATS = ["JSON", "CONLL2003", "CSV", "TSV", "COCO", "YOLO", "YOLO_OBB"]
+PER_TASK_FORMATS = ["JSON", "JSON_MIN", "VOC", "CONLL2003", "CSV", "TSV", "COCO", "YOLO", "YOLO_OBB"]
 
 
 def _convert_file(path: Path, fmt: str, cfg, out: Path, workers: int) -> list[tuple[object, str]]:
