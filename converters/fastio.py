@@ -50,19 +50,21 @@ def compact_json(value: object) -> str:
     return _json_text(value, 0, _json_compact)
 
 
-def indented_json(value: object) -> str:
+def indented_json(value: object, finite: bool = False) -> str:
     """Exactly ``json.dumps(value, indent=2, ensure_ascii=False)`` (whose encoder is written in
-    Python: the json module has no C encoder for indented output), faster; as ``compact_json``."""
-    return _json_text(value, _INDENT_2, _json_indented)
+    Python: the json module has no C encoder for indented output), faster; as ``compact_json``.
+    ``finite``: the value holds no NaN or infinity (it was decoded from JSON), no need to look."""
+    return _json_text(value, _INDENT_2, _json_indented, finite)
 
 
-def _json_text(value: object, option: int, encode: Callable[[object], str]) -> str:
+def _json_text(value: object, option: int, encode: Callable[[object], str], finite: bool = False) -> str:
     if _orjson is not None:
         try:
             raw = _orjson.dumps(value, option=option)
         except TypeError:
             return encode(value)
-        if b"0.0000" in raw or EXPONENT.search(raw) is not None or (b"null" in raw and _non_finite(value)):
+        if (b"0.0000" in raw or EXPONENT.search(raw) is not None
+                or not finite and b"null" in raw and _non_finite(value)):
             return encode(value)
         return raw.decode("utf-8")
     return encode(value)

@@ -41,7 +41,8 @@ class JsonMinJob:
             if "agreement" in item.extra:
                 record["agreement"] = item.extra["agreement"]
             try:
-                texts.append(indented_json(record).encode("utf-8"))
+                # (in a worker, tasks were decoded from JSON: they hold no NaN)
+                texts.append(indented_json(record, finite=not main).encode("utf-8"))
             except (TypeError, ValueError) as exc:  # (UnicodeEncodeError: a lone surrogate)
                 warn(item.id, f"annotation {item.annotation_id}: cannot serialise the record: {exc}")
         return b",\n".join(texts) if texts else None
