@@ -15,11 +15,13 @@ does not, so its batches are encoded again. The output is the same either way.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
@@ -51,13 +53,24 @@ elif _orjson is not None:  # pragma: no cover - depends on the environment
 TaskShape = Callable[[dict], dict]
 
 
+class Span(NamedTuple):
+    """A chunk that is bytes of a file: the input (``part`` None) or a worker's part file (its
+    process id), to be copied into the output by the kernel."""
+
+    part: int | None
+    offset: int
+    length: int
+
+
 class JsonJob:
     """One task -> its JSON text (bytes); a chunk is the texts of consecutive tasks joined by
-    "," (bytes), or, for a whole batch whose output is its own bytes, its place in the input
-    file (offset, length): the bytes to copy."""
+    ",", as bytes or, for a whole batch handled by a worker (``whole_batch``), as a ``Span``."""
 
-    def __init__(self, task_shape: TaskShape | None) -> None:
+    def __init__(self, task_shape: TaskShape | None, part_prefix: str | None = None) -> None:
         self.task_shape = task_shape
+        self.part_prefix = part_prefix  # path prefix of the workers' part files (None: none)
+        self._part_fd = -1  # in a worker: its part file, and how much of it is written
+        self._part_size = 0
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> bytes | None:
         if not isinstance(task, dict):
@@ -74,12 +87,13 @@ class JsonJob:
     def combine(self, payloads: list[bytes]) -> bytes:
         return b",".join(payloads)
 
-    def whole_batch(self, array: memoryview, offset: int, length: int) -> tuple[int, int] | bytes | None:
+    def whole_batch(self, array: memoryview, offset: int, length: int) -> Span | bytes | None:
         """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``), encoded by
-        orjson where that gives the json module's bytes: (offset, length) when those are the
-        batch's own bytes (to be copied), else the bytes; None to process the tasks one by one
-        (what orjson cannot decode or encode as the json module does, an element that is not a
-        task)."""
+        orjson where that gives the json module's bytes: the batch's own span of the input when
+        those are its own bytes, else the bytes, appended to this worker's part file when it has
+        one (a span of it: the main process copies it, instead of receiving it through a pipe);
+        None to process the tasks one by one (what orjson cannot decode or encode as the json
+        module does, an element that is not a task)."""
         if _orjson is None:
             return None
         try:
@@ -99,8 +113,18 @@ class JsonJob:
         if b"0.0000" in out or EXPONENT.search(out) is not None:
             return None  # a float the json module writes with an exponent (or a string like one)
         if out == array:
-            return (offset, length)  # compact, the same escapes and numbers, no duplicate keys
-        return out[1:-1]
+            return Span(None, offset, length)  # compact, the same escapes and numbers, no duplicate keys
+        if self.part_prefix is None:
+            return out[1:-1]
+        if self._part_fd < 0:
+            self._part_fd = os.open(f"{self.part_prefix}{os.getpid()}", _PART_FLAGS, 0o600)
+        body = memoryview(out)[1:-1]
+        write_all(self._part_fd, body)
+        self._part_size += len(body)
+        return Span(os.getpid(), self._part_size - len(body), len(body))
+
+
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
@@ -113,7 +137,7 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
         if done <= 0:
             data = os.pread(src_fd, min(length, 1 << 20), offset)
             if not data:
-                raise OSError(f"the input file ended {length} bytes early (was it changed while converting?)")
+                raise OSError(f"a file ended {length} bytes early (was the input changed while converting?)")
             write_all(dst_fd, data)
             done = len(data)
         offset += done
@@ -122,11 +146,13 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
 
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.json"
-    job = JsonJob(options.task_shape)
-    src_fd = -1
-    if isinstance(tasks, parallel.ArrayFile):
-        src_fd = os.open(tasks.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    # the workers' part files: hidden, beside the result, removed at the end
+    part_prefix = os.path.join(out_dir, f".result.json.{os.urandom(6).hex()}.part.")
+    job = JsonJob(options.task_shape, part_prefix)
+    fds: dict[int | None, int] = {}  # Span.part -> the file to copy from
     try:
+        if isinstance(tasks, parallel.ArrayFile):
+            fds[None] = os.open(tasks.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         with replacing(path) as out:
             fd = out.fileno()
             pending: list[bytes] = [b"["]  # written with os.write, in order with the copies
@@ -138,10 +164,13 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                 if not first:
                     pending.append(b",")
                 first = False
-                if isinstance(chunk, tuple):
+                if isinstance(chunk, Span):
                     write_all(fd, b"".join(pending))
                     pending, size = [], 0
-                    _copy_range(src_fd, fd, chunk[0], chunk[1])
+                    src = fds.get(chunk.part)
+                    if src is None:
+                        src = fds[chunk.part] = os.open(f"{part_prefix}{chunk.part}", os.O_RDONLY)
+                    _copy_range(src, fd, chunk.offset, chunk.length)
                     continue
                 pending.append(chunk)
                 size += len(chunk)
@@ -151,8 +180,11 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
             pending.append(b"]")
             write_all(fd, b"".join(pending))
     finally:
-        if src_fd >= 0:
-            os.close(src_fd)
+        for src in fds.values():
+            os.close(src)
+        for name in glob.glob(glob.escape(part_prefix) + "*"):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
     return [path]
 
 

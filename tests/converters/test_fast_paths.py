@@ -618,7 +618,7 @@ def test_json_batch_is_copied_only_when_it_is_what_the_json_module_writes():
               "annotations": [{"result": [{"value": {"x": 28.333333333333332, "y": 0.0001, "r": -0.0}}]}],
               "n": [2**63, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
     own = _json_module(tasks)
-    assert job.whole_batch(_json_batch(own), 10, 99) == (10, 99)
+    assert job.whole_batch(_json_batch(own), 10, 99) == json_export.Span(None, 10, 99)
     # the same tasks written otherwise (Label Studio's "\/", spaces, other escapes): encoded again
     for other in (own.replace("/", "\\/"), json.dumps(tasks), json.dumps(tasks, ensure_ascii=True),
                   own.replace('{"id":2,', '{"id":2,"id":2,')):
@@ -670,9 +670,16 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
                 tasks.append(task)
         text = _json_module(tasks)
         source.write_text(_label_studio_style(text) if style == "label-studio" else text, encoding="utf-8")
-    copies: list[int] = []
+    copies: list[int] = []  # bytes copied from the input file
     copy_range = json_export._copy_range
-    monkeypatch.setattr(json_export, "_copy_range", lambda *a: copies.append(a[3]) or copy_range(*a))
+    source_inode = source.stat().st_ino
+
+    def spy(src: int, dst: int, offset: int, length: int) -> None:
+        if os.fstat(src).st_ino == source_inode:
+            copies.append(length)
+        copy_range(src, dst, offset, length)
+
+    monkeypatch.setattr(json_export, "_copy_range", spy)
     monkeypatch.setattr(parallel, "_BATCH_BYTES", 20000)  # many batches
     for shape in (None, label_studio_export):
         copies.clear()
@@ -680,6 +687,7 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
         assert not copies
         two = _convert_json(source, tmp_path / "two", 2, shape)
         assert two == one and one[0].startswith(b"[{")
+        assert os.listdir(tmp_path / "two") == ["result.json"]  # the workers' part files are removed
         if style != "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
             expected = [shape(t) if shape else t for t in tasks]
             assert one[0] == _json_module(expected).encode("utf-8")
