@@ -8,9 +8,11 @@ A big export file is converted by worker processes, a batch of tasks at a time
 (``JsonJob.whole_batch``): decoded by msgspec and encoded again by orjson, which write what the
 json module writes for everything but a few floats (such batches, and any that orjson cannot
 handle, are encoded task by task). A batch whose output is its own bytes (an export written by
-the json module, such as syncd's) is not sent back but copied from the input file by the kernel
-(``os.copy_file_range``). Label Studio's own export escapes "/" as "\\/", which the json module
-does not, so its batches are encoded again. The output is the same either way.
+the json module, such as syncd's) is copied from the input file by the kernel
+(``os.copy_file_range``); any other is written by the worker to a hidden part file beside the
+result, which the main process copies in the same way and removes. Label Studio's own export
+escapes "/" as "\\/", which the json module does not, so its batches are encoded again. The
+output is the same either way.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ TaskShape = Callable[[dict], dict]
 
 
 class Span(NamedTuple):
-    """A chunk that is bytes of a file: the input (``part`` None) or a worker's part file (its
-    process id), to be copied into the output by the kernel."""
+    """A chunk that is bytes of a file, to be copied into the output by the kernel: of the input
+    (``part`` None), or all of a part file that a worker wrote (``part``: the batch's offset in
+    the input, which names the file)."""
 
     part: int | None
     offset: int
@@ -69,8 +72,6 @@ class JsonJob:
     def __init__(self, task_shape: TaskShape | None, part_prefix: str | None = None) -> None:
         self.task_shape = task_shape
         self.part_prefix = part_prefix  # path prefix of the workers' part files (None: none)
-        self._part_fd = -1  # in a worker: its part file, and how much of it is written
-        self._part_size = 0
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> bytes | None:
         if not isinstance(task, dict):
@@ -91,7 +92,8 @@ class JsonJob:
         """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``), encoded by
         orjson where that gives the json module's bytes: the batch's own span of the input when
         those are its own bytes, else the bytes, appended to this worker's part file when it has
-        one (a span of it: the main process copies it, instead of receiving it through a pipe);
+        one (a part file per batch: the main process copies it, instead of receiving the bytes
+        through a pipe in pieces, each a hand-over between processes, slow on a busy machine);
         None to process the tasks one by one (what orjson cannot decode or encode as the json
         module does, an element that is not a task)."""
         if _orjson is None:
@@ -116,12 +118,12 @@ class JsonJob:
             return Span(None, offset, length)  # compact, the same escapes and numbers, no duplicate keys
         if self.part_prefix is None:
             return out[1:-1]
-        if self._part_fd < 0:
-            self._part_fd = os.open(f"{self.part_prefix}{os.getpid()}", _PART_FLAGS, 0o600)
-        body = memoryview(out)[1:-1]
-        write_all(self._part_fd, body)
-        self._part_size += len(body)
-        return Span(os.getpid(), self._part_size - len(body), len(body))
+        fd = os.open(f"{self.part_prefix}{offset}", _PART_FLAGS, 0o600)
+        try:
+            write_all(fd, memoryview(out)[1:-1])
+        finally:
+            os.close(fd)
+        return Span(offset, 0, len(out) - 2)
 
 
 _PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -149,10 +151,10 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     # the workers' part files: hidden, beside the result, removed at the end
     part_prefix = os.path.join(out_dir, f".result.json.{os.urandom(6).hex()}.part.")
     job = JsonJob(options.task_shape, part_prefix)
-    fds: dict[int | None, int] = {}  # Span.part -> the file to copy from
+    src_fd = -1
     try:
         if isinstance(tasks, parallel.ArrayFile):
-            fds[None] = os.open(tasks.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            src_fd = os.open(tasks.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         with replacing(path) as out:
             fd = out.fileno()
             pending: list[bytes] = [b"["]  # written with os.write, in order with the copies
@@ -167,10 +169,16 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
                 if isinstance(chunk, Span):
                     write_all(fd, b"".join(pending))
                     pending, size = [], 0
-                    src = fds.get(chunk.part)
-                    if src is None:
-                        src = fds[chunk.part] = os.open(f"{part_prefix}{chunk.part}", os.O_RDONLY)
-                    _copy_range(src, fd, chunk.offset, chunk.length)
+                    if chunk.part is None:
+                        _copy_range(src_fd, fd, chunk.offset, chunk.length)
+                        continue
+                    part = f"{part_prefix}{chunk.part}"
+                    part_fd = os.open(part, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    try:
+                        _copy_range(part_fd, fd, chunk.offset, chunk.length)
+                    finally:
+                        os.close(part_fd)
+                    os.unlink(part)  # (the part files take no more room than the batches in flight)
                     continue
                 pending.append(chunk)
                 size += len(chunk)
@@ -180,8 +188,8 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
             pending.append(b"]")
             write_all(fd, b"".join(pending))
     finally:
-        for src in fds.values():
-            os.close(src)
+        if src_fd >= 0:
+            os.close(src_fd)
         for name in glob.glob(glob.escape(part_prefix) + "*"):
             with contextlib.suppress(OSError):
                 os.unlink(name)
