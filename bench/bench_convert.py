@@ -186,9 +186,9 @@ def outputs_equal(fmt: str, ours: Path, sdk: Path) -> tuple[bool, str]:
     return False, "no check"
 
 
-def files_floor(labels: Path, out: Path) -> float:
-    """Seconds to create the label files of ``labels`` again under ``out`` (same names, same bytes)
-    with a plain loop: what the file system alone costs, for YOLO's one file per image."""
+def files_floor(labels: Path, out: Path) -> tuple[float, int]:
+    """Seconds to create the files of ``labels`` again under ``out`` (same names, same bytes) with a
+    plain loop, and how many: what the file system alone costs, for one file per image."""
     data = [(p.name, p.read_bytes()) for p in labels.iterdir()]
     out.mkdir(parents=True)
     if hasattr(os, "sync"):
@@ -201,7 +201,7 @@ def files_floor(labels: Path, out: Path) -> float:
         os.close(fd)
     seconds = time.perf_counter() - start
     os.close(dir_fd)
-    return seconds
+    return seconds, len(data)
 
 
 def _workers(result: dict) -> str:
@@ -314,8 +314,8 @@ def main() -> int:
                   f"{_workers(ours):>9} {'-':>7}", flush=True)
     print("(ours s, sdk s: the best run of each side; MB: peak resident memory of the converting process, "
           "of ours's largest worker process, of the SDK's process)")
-    for fmt, seconds in floors:
-        print(f"{fmt} file system floor: creating its {args.tasks} files again with a plain loop takes "
+    for fmt, (seconds, count) in floors:
+        print(f"{fmt} file system floor: creating its {count} files again with a plain loop takes "
               f"{seconds:.2f} s on this file system")
     shutil.rmtree(runs_dir, ignore_errors=True)
     if tmp is not None:

@@ -29,7 +29,7 @@ class JsonMinJob:
                 record["id"] = item.id
             try:
                 for name, value in item.output.items():
-                    record[name] = prettify_result(value)
+                    record[name] = prettify_result(value, in_place=True)  # (the item's own values)
             except (KeyError, TypeError, AttributeError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
                 continue

@@ -32,31 +32,24 @@ def applies_to(config: LabelConfig) -> str | None:
     return f"VOC needs RectangleLabels on an Image; this config has {config.describe()}"
 
 
-def _el(tag: str, text: object) -> str:
-    return f"<{tag}>{_escape(str(text))}</{tag}>\n"
+_HEAD = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<annotation>\n<folder>images</folder>\n<filename>{}</filename>\n'
+    "<source>\n<database>MyDatabase</database>\n<annotation>COCO2017</annotation>\n<image>flickr</image>\n"
+    "<flickrid>NULL</flickrid>\n<annotator>{}</annotator>\n</source>\n<owner>\n<flickrid>NULL</flickrid>\n"
+    "<name>Label Studio</name>\n</owner>\n<size>\n<width>{}</width>\n<height>{}</height>\n<depth>{}</depth>\n"
+    "</size>\n<segmented>0</segmented>\n"
+).format
+# (the box corners are ints: their text needs no escaping)
+_OBJECT = (
+    "<object>\n<name>{}</name>\n<pose>Unspecified</pose>\n<truncated>0</truncated>\n<difficult>0</difficult>\n"
+    "<bndbox>\n<xmin>{}</xmin>\n<ymin>{}</ymin>\n<xmax>{}</xmax>\n<ymax>{}</ymax>\n</bndbox>\n</object>\n"
+).format
 
 
 def voc_xml(image_name: str, who: str, width: object, height: object, depth: int, boxes: list[dict]) -> str:
-    parts = [
-        '<?xml version="1.0" encoding="utf-8"?>\n<annotation>\n',
-        _el("folder", "images"),
-        _el("filename", image_name),
-        "<source>\n",
-        _el("database", "MyDatabase"),
-        _el("annotation", "COCO2017"),
-        _el("image", "flickr"),
-        _el("flickrid", "NULL"),
-        _el("annotator", who),
-        "</source>\n<owner>\n",
-        _el("flickrid", "NULL"),
-        _el("name", "Label Studio"),
-        "</owner>\n<size>\n",
-        _el("width", width),
-        _el("height", height),
-        _el("depth", depth),
-        "</size>\n",
-        _el("segmented", "0"),
-    ]
+    """The annotation file Label Studio writes (its DOM, one element a line), from templates."""
+    parts = [_HEAD(_escape(str(image_name)), _escape(str(who)), _escape(str(width)), _escape(str(height)),
+                   _escape(str(depth)))]
     for box in boxes:
         key = "rectanglelabels" if "rectanglelabels" in box else ("labels" if "labels" in box else None)
         if key is None or len(box[key]) == 0:
@@ -65,19 +58,7 @@ def voc_xml(image_name: str, who: str, width: object, height: object, depth: int
         y = int(box["y"] / 100 * height)  # type: ignore[operator]
         w = int(box["width"] / 100 * width)  # type: ignore[operator]
         h = int(box["height"] / 100 * height)  # type: ignore[operator]
-        parts += [
-            "<object>\n",
-            _el("name", box[key][0]),
-            _el("pose", "Unspecified"),
-            _el("truncated", "0"),
-            _el("difficult", "0"),
-            "<bndbox>\n",
-            _el("xmin", x),
-            _el("ymin", y),
-            _el("xmax", x + w),
-            _el("ymax", y + h),
-            "</bndbox>\n</object>\n",
-        ]
+        parts.append(_OBJECT(_escape(str(box[key][0])), x, y, x + w, y + h))
     parts.append("</annotation>\n")
     return "".join(parts)
 
