@@ -1,22 +1,27 @@
 """Benchmark: our converters vs label-studio-sdk's Converter on the same synthetic export.
 
 Synthesises N image-bbox tasks and N text-ner tasks from the Label Studio fixture set (new task,
-annotation and file ids), converts them to COCO, YOLO, CSV (image-bbox) and CONLL2003 (text-ner)
-with both implementations, each run in a fresh subprocess (so peak RSS is per run), checks that
-the outputs are equal, and prints times, the speed ratio and peak memory: the converting
-process's own peak, and for ours also the peak of its largest worker process (per-task formats
-use worker processes for big inputs; see converters/parallel.py).
+annotation and file ids), written as Label Studio writes its JSON export (compact, "/" escaped
+as "\\/"; ``--json-module-input``: as the json module writes it, like syncd's own JSON output),
+converts them to JSON, JSON_MIN, CSV, COCO, VOC, YOLO, YOLO_OBB (image-bbox) and CONLL2003
+(text-ner) with both implementations, each run in a fresh subprocess (imports included, so peak
+RSS is per run), checks that the outputs are equal, and prints times, the speed ratio and peak
+memory: the converting process's own peak, and for ours also the peak of its largest worker
+process (per-task formats use worker processes for big inputs; see converters/parallel.py).
+Ours converts JSON with ``syncd convert``'s task shape (``syncd.document.label_studio_export``).
 
     python bench/bench_convert.py --tasks 100000
     python bench/bench_convert.py --tasks 2000 --formats COCO,CSV
     python bench/bench_convert.py --tasks 100000 --ours-path /tmp/old-checkout   # another version of ours
     python bench/bench_convert.py --tasks 100000 --workers 0     # ours in one process
 
-Each side runs ``--repeat`` times (default 3), alternating, and the best time of each is
-compared (this machine's timings are noisy). Inputs are kept (and reused) with ``--workdir DIR``.
-Every run writes into a new directory, and all of them are removed only at the end: mass
-deletions slow the file creation that follows them (YOLO writes one file per image). For YOLO
-the bench also times creating the same label files with a plain loop: the file system's floor.
+Each format runs ``--repeat`` pairs (default 3): ours and the SDK one right after the other,
+alternating which goes first, and the speed-up is taken pair by pair (this machine's timings are
+noisy, and other work on it changes from minute to minute); the 1-minute load average before
+each pair is printed with them. Inputs are kept (and reused) with ``--workdir DIR``. Every run
+writes into a new directory, and all of them are removed only at the end: mass deletions slow
+the file creation that follows them (VOC and YOLO write one file per image). For VOC and YOLO
+the bench also times creating the same files with a plain loop: the file system's floor.
 
 label-studio-sdk is a bench/test dependency only (``pip install label-studio-sdk``); with
 ``--no-sdk`` only our side runs.
@@ -30,7 +35,9 @@ import filecmp
 import json
 import os
 import posixpath
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,11 +46,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "labelstudio-1.23.2" / "exports"
-FORMAT_PROJECT = {"COCO": "image-bbox", "YOLO": "image-bbox", "CSV": "image-bbox", "CONLL2003": "text-ner"}
+FORMAT_PROJECT = {"JSON": "image-bbox", "JSON_MIN": "image-bbox", "CSV": "image-bbox", "COCO": "image-bbox",
+                  "VOC": "image-bbox", "YOLO": "image-bbox", "YOLO_OBB": "image-bbox", "CONLL2003": "text-ner"}
 
 
-def synthesize(slug: str, n: int, path: Path) -> None:
-    """Write an n-task export made by replicating the fixture tasks with fresh ids."""
+def synthesize(slug: str, n: int, path: Path, escape_slashes: bool = True) -> None:
+    """Write an n-task export made by replicating the fixture tasks with fresh ids, compact and,
+    with ``escape_slashes``, with every "/" written "\\/" as Label Studio's export has it."""
     base = json.loads((FIXTURES / slug / "JSON.json").read_text(encoding="utf-8"))
     ann_id = 0
     with open(path, "w", encoding="utf-8") as out:
@@ -63,7 +72,8 @@ def synthesize(slug: str, n: int, path: Path) -> None:
                     task["data"][key] = f"{head}/{stem}-{task_id}{ext}"
             if i:
                 out.write(",")
-            out.write(json.dumps(task, ensure_ascii=False, separators=(",", ":")))  # as Label Studio writes it
+            text = json.dumps(task, ensure_ascii=False, separators=(",", ":"))
+            out.write(text.replace("/", "\\/") if escape_slashes else text)  # ("/" is only found in strings)
         out.write("]")
 
 
@@ -80,7 +90,15 @@ def worker(impl: str, fmt: str, src: str, config: str, out: str, ours_path: str,
         options = converters.ConvertOptions(warn=lambda *a: None)
         if workers != "auto":
             options.workers = int(workers)
-        converters.get(fmt).convert(iter_input_tasks(src), cfg, Path(out), options)
+        tasks = iter_input_tasks(src)
+        if fmt == "JSON":  # as `syncd convert` does: Label Studio's export shape
+            from syncd.document import label_studio_export
+
+            if hasattr(options, "task_shape"):
+                options.task_shape = label_studio_export
+            else:  # a version before ConvertOptions.task_shape: the CLI wrapped the tasks
+                tasks = (label_studio_export(t) if isinstance(t, dict) else t for t in tasks)
+        converters.get(fmt).convert(tasks, cfg, Path(out), options)
     else:
         import logging
 
@@ -117,6 +135,18 @@ def run_worker(impl: str, fmt: str, src: Path, config: Path, out: Path, ours_pat
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+_SDK_CACHE_PREFIX = re.compile(r"^[0-9a-f]{8}__")
+
+
+def _without_cache_prefix(path: Path) -> bytes:
+    """An SDK VOC file with its image's cache prefix taken out of <filename>."""
+    data = path.read_bytes()
+    prefix = _SDK_CACHE_PREFIX.match(path.name)
+    if prefix:
+        data = data.replace(b"<filename>" + prefix.group().encode(), b"<filename>", 1)
+    return data
+
+
 def _norm_coco(path: Path) -> dict:
     data = json.loads(path.read_text(encoding="utf-8"))
     data.pop("info")
@@ -126,13 +156,26 @@ def _norm_coco(path: Path) -> dict:
 
 
 def outputs_equal(fmt: str, ours: Path, sdk: Path) -> tuple[bool, str]:
+    if fmt in ("JSON", "JSON_MIN"):
+        # parsed: Label Studio writes "/" as "\\/" (the SDK copies JSON), the json module does not
+        with open(ours / "result.json", "rb") as a, open(sdk / "result.json", "rb") as b:
+            return json.load(a) == json.load(b), "result.json parsed"
+    if fmt == "VOC":
+        # documented difference: without downloading, the SDK names the image of a remote URL
+        # "<8 hex>__<name>" (its cache name); Label Studio's own export (and ours) just <name>
+        theirs = {_SDK_CACHE_PREFIX.sub("", p.name): p for p in (sdk / "Annotations").iterdir()}
+        names = sorted(p.name for p in (ours / "Annotations").iterdir())
+        if names != sorted(theirs):
+            return False, "annotation file names differ"
+        same = all((ours / "Annotations" / n).read_bytes() == _without_cache_prefix(theirs[n]) for n in names)
+        return same, f"{len(names)} annotation files, bytes (remote images' cache prefix dropped)"
     if fmt == "COCO":
         return _norm_coco(ours / "result.json") == _norm_coco(sdk / "result.json"), "result.json parsed"
     if fmt == "CSV":
         return filecmp.cmp(ours / "result.csv", sdk / "result.csv", shallow=False), "bytes"
     if fmt == "CONLL2003":
         return filecmp.cmp(ours / "result.conll", sdk / "result.conll", shallow=False), "bytes"
-    if fmt == "YOLO":
+    if fmt in ("YOLO", "YOLO_OBB"):
         a = sorted(p.name for p in (ours / "labels").iterdir())
         b = sorted(p.name for p in (sdk / "labels").iterdir())
         if a != b:
@@ -143,9 +186,9 @@ def outputs_equal(fmt: str, ours: Path, sdk: Path) -> tuple[bool, str]:
     return False, "no check"
 
 
-def files_floor(labels: Path, out: Path) -> float:
-    """Seconds to create the label files of ``labels`` again under ``out`` (same names, same bytes)
-    with a plain loop: what the file system alone costs, for YOLO's one file per image."""
+def files_floor(labels: Path, out: Path) -> tuple[float, int]:
+    """Seconds to create the files of ``labels`` again under ``out`` (same names, same bytes) with a
+    plain loop, and how many: what the file system alone costs, for one file per image."""
     data = [(p.name, p.read_bytes()) for p in labels.iterdir()]
     out.mkdir(parents=True)
     if hasattr(os, "sync"):
@@ -158,7 +201,7 @@ def files_floor(labels: Path, out: Path) -> float:
         os.close(fd)
     seconds = time.perf_counter() - start
     os.close(dir_fd)
-    return seconds
+    return seconds, len(data)
 
 
 def _workers(result: dict) -> str:
@@ -170,9 +213,13 @@ def _workers(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000, help="tasks per synthetic export (default 100000)")
-    parser.add_argument("--formats", default="COCO,CSV,CONLL2003,YOLO",
-                        help="formats, run in this order (default: YOLO last: its 100,000 files keep the file "
-                             "system busy for a while after, which would slow the formats that follow)")
+    parser.add_argument("--formats", default="JSON,JSON_MIN,CSV,COCO,CONLL2003,VOC,YOLO,YOLO_OBB",
+                        help="formats, run in this order (default: the formats that write a file per image "
+                             "last: their 100,000 files keep the file system busy for a while after, which "
+                             "would slow the formats that follow)")
+    parser.add_argument("--json-module-input", action="store_true",
+                        help="write the synthetic export as the json module does (\"/\" not escaped: syncd's "
+                             "own JSON output) instead of as Label Studio does (\"\\/\"); JSON then copies it")
     parser.add_argument("--no-sdk", action="store_true", help="only run our converters")
     parser.add_argument("--workdir", help="keep inputs/outputs here (default: a temp dir)")
     parser.add_argument("--ours-path", default=str(REPO),
@@ -180,7 +227,7 @@ def main() -> int:
     parser.add_argument("--workers", default="auto",
                         help="worker processes for ours (ConvertOptions.workers; default: auto, 0: one process)")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each side, alternating; the best (lowest) time of each is compared (default 3)")
+                        help="pairs of runs (ours, sdk) per format, alternating which runs first (default 3)")
     parser.add_argument("--_worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
@@ -197,6 +244,10 @@ def main() -> int:
             print("label-studio-sdk is not installed (pip install label-studio-sdk); running ours only")
             use_sdk = False
     formats = [f.strip().upper() for f in args.formats.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMAT_PROJECT]
+    if unknown:
+        print(f"unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_PROJECT)}", file=sys.stderr)
+        return 2
     tmp = None
     if args.workdir:
         work = Path(args.workdir).resolve()
@@ -205,11 +256,12 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory(prefix="bench_convert_")
         work = Path(tmp.name)
     inputs: dict[str, Path] = {}
+    style = "json-module" if args.json_module_input else "label-studio"
     for slug in sorted({FORMAT_PROJECT[f] for f in formats}):
-        src = work / f"{slug}-{args.tasks}.json"
+        src = work / f"{slug}-{args.tasks}-{style}.json"
         if not src.exists():
             t = time.perf_counter()
-            synthesize(slug, args.tasks, src)
+            synthesize(slug, args.tasks, src, escape_slashes=not args.json_module_input)
             print(f"synthesised {args.tasks} {slug} tasks -> {src} ({src.stat().st_size / 1e6:.1f} MB, "
                   f"{time.perf_counter() - t:.1f}s)")
         inputs[slug] = src
@@ -220,41 +272,51 @@ def main() -> int:
     runs_dir = work / f"runs-{os.getpid()}"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
-    print(f"\nbest of {args.repeat} runs per side, alternating")
-    print(f"{'format':<10} {'ours s':>8} {'sdk s':>8} {'speedup':>8} {'ours MB':>8} {'worker MB':>9} "
-          f"{'sdk MB':>8}  equal")
+    print(f"\n{args.repeat} pairs of runs per format, alternating which side runs first; the speed-up is "
+          f"taken pair by pair (sdk / ours); load: the 1-minute load average before each pair "
+          f"({os.cpu_count()} CPUs)")
+    print(f"{'format':<10} {'ours s':>7} {'sdk s':>7} {'speed-up per pair':>22} {'median':>7} {'load':>11} "
+          f"{'ours MB':>8} {'worker MB':>9} {'sdk MB':>7}  equal")
     all_equal = True
     floors = []
     for fmt in formats:
         slug = FORMAT_PROJECT[fmt]
         config = FIXTURES / slug / "label_config.xml"
-        best: dict[str, dict] = {}
+        pairs: list[dict[str, dict]] = []
+        loads: list[float] = []
         for i in range(args.repeat):
-            for impl in ("ours", "sdk") if use_sdk else ("ours",):
+            loads.append(os.getloadavg()[0])
+            pair: dict[str, dict] = {}
+            order = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
+            for impl in order if use_sdk else ("ours",):
                 out = runs_dir / f"{impl}-{fmt}-{i}"
-                if impl == "ours":
-                    result = run_worker("ours", fmt, inputs[slug], config, out, Path(args.ours_path).resolve(),
-                                        args.workers)
-                else:
-                    result = run_worker("sdk", fmt, inputs[slug], config, out)
+                result = run_worker(impl, fmt, inputs[slug], config, out, Path(args.ours_path).resolve(),
+                                    args.workers)
                 result["out"] = out
-                if impl not in best or result["seconds"] < best[impl]["seconds"]:
-                    best[impl] = result
-        ours = best["ours"]
-        if fmt == "YOLO":
-            floors.append(files_floor(ours["out"] / "labels", runs_dir / "floor-YOLO"))
+                pair[impl] = result
+            pairs.append(pair)
+        ours = min((p["ours"] for p in pairs), key=lambda r: r["seconds"])
+        load = f"{min(loads):.1f}-{max(loads):.1f}"
+        if fmt in ("YOLO", "VOC"):
+            sub = "labels" if fmt == "YOLO" else "Annotations"
+            floors.append((fmt, files_floor(ours["out"] / sub, runs_dir / f"floor-{fmt}")))
         if use_sdk:
-            sdk = best["sdk"]
+            sdk = min((p["sdk"] for p in pairs), key=lambda r: r["seconds"])
+            ratios = [p["sdk"]["seconds"] / p["ours"]["seconds"] for p in pairs]
             equal, how = outputs_equal(fmt, ours["out"], sdk["out"])
             all_equal &= equal
-            print(f"{fmt:<10} {ours['seconds']:>8.2f} {sdk['seconds']:>8.2f} {sdk['seconds'] / ours['seconds']:>7.1f}x "
-                  f"{ours['peak_mb']:>8.1f} {_workers(ours):>9} {sdk['peak_mb']:>8.1f}  {equal} ({how})")
+            per_pair = " ".join(f"{r:.1f}" for r in ratios)
+            print(f"{fmt:<10} {ours['seconds']:>7.2f} {sdk['seconds']:>7.2f} {per_pair:>22} "
+                  f"{statistics.median(ratios):>6.1f}x {load:>11} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
+                  f"{sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
         else:
-            print(f"{fmt:<10} {ours['seconds']:>8.2f} {'-':>8} {'-':>8} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
-                  f"{'-':>8}")
-    if floors:
-        print(f"\nYOLO file system floor: creating its {args.tasks} label files with a plain loop takes "
-              f"{floors[0]:.2f} s on this file system")
+            print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {load:>11} {ours['peak_mb']:>8.1f} "
+                  f"{_workers(ours):>9} {'-':>7}", flush=True)
+    print("(ours s, sdk s: the best run of each side; MB: peak resident memory of the converting process, "
+          "of ours's largest worker process, of the SDK's process)")
+    for fmt, (seconds, count) in floors:
+        print(f"{fmt} file system floor: creating its {count} files again with a plain loop takes "
+              f"{seconds:.2f} s on this file system")
     shutil.rmtree(runs_dir, ignore_errors=True)
     if tmp is not None:
         tmp.cleanup()

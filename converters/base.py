@@ -62,10 +62,14 @@ class ConvertOptions:
     audio into ``audio/``); without it, the duration is ``null``.
     ``warn(task_id, message)`` is called for every task or result that is skipped because it is
     malformed; the default logs a warning on the ``converters`` logger.
-    ``workers``: worker processes for the per-task formats (CONLL2003, CSV/TSV, COCO, YOLO) when
+    ``workers``: worker processes for the per-task formats (JSON, JSON_MIN, CSV/TSV, CONLL2003,
+    COCO, VOC, YOLO) when
     the tasks are a big JSON export file read by ``cli.iter_input_tasks``; None picks one per CPU
     (up to 4) for files of 32 MB and more, 0 or 1 keeps everything in this process. The output
     is the same either way.
+    ``task_shape(task)`` (JSON only) is applied to every task before it is written (``syncd
+    convert`` gives ``syncd.document.label_studio_export``); it must return the task itself when
+    it changes nothing, which lets JSON copy an export's bytes instead of encoding them again.
     ``image_info(url)`` (set by ``syncd convert --download-images``) gives the downloaded image of
     a task's image URL (its name under ``images/``, size and channels), or None: COCO then takes
     ``width``/``height`` and ``file_name`` from it, VOC the file name and ``depth``.
@@ -76,6 +80,7 @@ class ConvertOptions:
     extra: dict[str, object] = field(default_factory=dict)
     workers: int | None = None
     image_info: Callable[[str], ImageInfo | None] | None = None
+    task_shape: Callable[[dict], dict] | None = None
 
 
 ConvertFn = Callable[[Iterable[dict], LabelConfig, Path, ConvertOptions], Sequence[Path]]

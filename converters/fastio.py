@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import zipfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,16 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["SmallFiles", "compact_json", "create_new_files", "json_number", "json_string", "replacing"]
+__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "indented_json", "json_number", "json_string",
+           "replacing", "write_all", "write_chunks"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_DIGITS_TO_0 = bytes(0x30 if 0x30 <= i <= 0x39 else i for i in range(256))
+_json_indented = json.JSONEncoder(ensure_ascii=False, indent=2).encode
+_INDENT_2 = _orjson.OPT_INDENT_2 if _orjson is not None else 0
+# orjson writes a float that the json module writes with an exponent (1e-05, 1e+16) as 0.00001
+# or 1e16; a number ends where a "," "]" "}" or line break follows (or the text ends). A match
+# inside a string only sends the value to the json module.
+EXPONENT = re.compile(rb"e-?[0-9]+(?:[,\]}\n]|\Z)")
 
 
 def compact_json(value: object) -> str:
@@ -36,19 +43,31 @@ def compact_json(value: object) -> str:
 
     orjson (when installed) writes the same bytes except for floats that Python writes with an
     exponent (``1e-05``, ``1e+16``), NaN/Infinity (orjson: ``null``), integers beyond 64 bits and
-    non-string keys (orjson: error). Output that may hold any of these (a digit followed by
-    ``e``, ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by the
-    json module instead.
+    non-string keys (orjson: error). Output that may hold any of these (``EXPONENT``,
+    ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by the json
+    module instead.
     """
+    return _json_text(value, 0, _json_compact)
+
+
+def indented_json(value: object, finite: bool = False) -> str:
+    """Exactly ``json.dumps(value, indent=2, ensure_ascii=False)`` (whose encoder is written in
+    Python: the json module has no C encoder for indented output), faster; as ``compact_json``.
+    ``finite``: the value holds no NaN or infinity (it was decoded from JSON), no need to look."""
+    return _json_text(value, _INDENT_2, _json_indented, finite)
+
+
+def _json_text(value: object, option: int, encode: Callable[[object], str], finite: bool = False) -> str:
     if _orjson is not None:
         try:
-            raw = _orjson.dumps(value)
+            raw = _orjson.dumps(value, option=option)
         except TypeError:
-            return _json_compact(value)
-        if b"0e" in raw.translate(_DIGITS_TO_0) or b"0.0000" in raw or (b"null" in raw and _non_finite(value)):
-            return _json_compact(value)
+            return encode(value)
+        if (b"0.0000" in raw or EXPONENT.search(raw) is not None
+                or not finite and b"null" in raw and _non_finite(value)):
+            return encode(value)
         return raw.decode("utf-8")
-    return _json_compact(value)
+    return encode(value)
 
 
 _float_repr = float.__repr__
@@ -220,12 +239,13 @@ class SmallFiles:
                 exc.filename = os.path.join(self.directory, name)
                 raise
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the file descriptor ``fd``."""
     written = os.write(fd, data)  # small files: all of it, nearly always
     if written < len(data):
         view = memoryview(data)[written:]
@@ -245,7 +265,7 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
             continue
         try:
             if data:
-                _write_all(fd, data)
+                write_all(fd, data)
         except OSError:
             out.append((name, data, False))  # written again by the caller, who sees the error
             continue
@@ -253,6 +273,57 @@ def create_new_files(dir_fd: int, files: list[tuple[str, bytes | None]]) -> list
             os.close(fd)
         out.append((name, data, True))
     return out
+
+
+class FilesJob:
+    """Base of the per-task jobs (``parallel.Job``) whose payloads are files in one directory:
+    [(name, bytes, or None for an empty file that must not replace one)].
+
+    A chunk is [(name, bytes or None, created)]. Worker processes create the files that do not
+    exist yet themselves (``created`` True), so that the file system's work is spread over them;
+    the main process writes the rest (``write_chunks``), and writes again a name that a worker
+    created but that an earlier task (in task order) also has, so the files end as if written in
+    task order.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory  # None: workers create nothing (no dir_fd support)
+        self._dir_fd: int | None = None  # in a worker: where it creates files
+
+    def start_worker(self) -> None:
+        if self.directory is not None:
+            self._dir_fd = os.open(self.directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None, bool]]:
+        # What writing them in task order leaves: the last content a name gets (an empty entry
+        # after content leaves that content); so a name is written once per chunk.
+        final: dict[str, bytes | None] = {}
+        for files in payloads:
+            for name, data in files:
+                if data is not None or name not in final:
+                    final[name] = data
+        if self._dir_fd is None:
+            return [(name, data, False) for name, data in final.items()]
+        return create_new_files(self._dir_fd, list(final.items()))
+
+
+def write_chunks(directory: Path, chunks: Iterator[list[tuple[str, bytes | None, bool]]]) -> set[str]:
+    """Write the files of ``FilesJob`` chunks (in task order) that a worker did not create, or
+    that an earlier task also has; the names of all of them."""
+    written: set[str] = set()  # file names (small strings; returned at the end)
+    with SmallFiles(directory) as files:
+        for chunk in chunks:
+            for name, data, created in chunk:
+                # Not created by a worker (it existed: made by another task, here or in a worker,
+                # or before the conversion), or created by a worker although an earlier task has
+                # the same name: written here, in task order, so the last task's file wins.
+                if not created or name in written:
+                    if data is None:
+                        files.touch(name)  # an existing file keeps its content
+                    else:
+                        files.write(name, data)
+                written.add(name)
+    return written
 
 
 @contextlib.contextmanager

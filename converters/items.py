@@ -227,17 +227,35 @@ _COORDINATES = {"rectanglelabels": ("x", "y", "width", "height"), "rectangle": (
                 "ellipselabels": ("x", "y", "radiusX", "radiusY"), "ellipse": ("x", "y", "radiusX", "radiusY")}
 
 
+# tag type -> (the key of its label list or None, the coordinates it needs); tag types come
+# from labeling configs, so this stays small
+_REGION_SPECS: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+
+
+def _region_spec(tag_type: str) -> tuple[str | None, tuple[str, ...]]:
+    kind = tag_type.lower()
+    spec = (kind if kind.endswith("labels") or kind in ("choices", "taxonomy") else None, _COORDINATES.get(kind, ()))
+    _REGION_SPECS[tag_type] = spec
+    return spec
+
+
 def _region_problem(value: dict, tag_type: str) -> str | None:
     """Why a result value cannot be exported (None: it can): its label list is not a list of
     strings (a bare string would become one class per character), or a coordinate its type
     needs is missing or not a number."""
-    kind = tag_type.lower()
-    labels = value.get(kind) if kind.endswith("labels") or kind in ("choices", "taxonomy") else None
-    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, (str, list)) for x in labels)):
-        return f"{kind} is {type(labels).__name__} {labels!r:.40}, not a list of labels"
-    for name in _COORDINATES.get(kind, ()):
+    labels_key, coordinates = _REGION_SPECS.get(tag_type) or _region_spec(tag_type)
+    if labels_key is not None:
+        labels = value.get(labels_key)
+        if labels is not None:
+            if not isinstance(labels, list):
+                return f"{labels_key} is {type(labels).__name__} {labels!r:.40}, not a list of labels"
+            for label in labels:
+                if not isinstance(label, (str, list)):
+                    return f"{labels_key} is {type(labels).__name__} {labels!r:.40}, not a list of labels"
+    for name in coordinates:
         number = value.get(name)
-        if isinstance(number, bool) or not isinstance(number, (int, float)):
+        kind = type(number)
+        if kind is not float and kind is not int and (isinstance(number, bool) or not isinstance(number, (int, float))):
             return f"{name} is {'missing' if number is None else repr(number)[:40]}, not a number"
     return None
 

@@ -1,39 +1,198 @@
 """JSON: Label Studio's own task format, one JSON array of task documents (streamed), each
-written as it is given (callers give Label Studio's export shape: ``syncd.document``)."""
+written as the json module writes it compactly (``ensure_ascii=False``, ``(",", ":")``).
+
+``ConvertOptions.task_shape`` (``syncd convert`` gives ``syncd.document.label_studio_export``:
+bare prediction and user ids) is applied to every task first.
+
+A big export file is converted by worker processes, a batch of tasks at a time
+(``JsonJob.whole_batch``): decoded by msgspec and encoded again by orjson, which write what the
+json module writes for everything but a few floats (such batches, and any that orjson cannot
+handle, are encoded task by task). A batch whose output is its own bytes (an export written by
+the json module, such as syncd's) is copied from the input file by the kernel
+(``os.copy_file_range``); any other is written by the worker to a hidden part file beside the
+result, which the main process copies in the same way and removes. Label Studio's own export
+escapes "/" as "\\/", which the json module does not, so its batches are encoded again. The
+output is the same either way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any, NamedTuple
 
+from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import replacing
+from .fastio import EXPONENT, replacing, write_all
 from .items import task_id_of
 from .label_config import LabelConfig
+
+try:  # optional accelerators, never required (without orjson nothing is copied)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
+try:
+    import msgspec as _msgspec
+except ImportError:  # pragma: no cover - depends on the environment
+    _msgspec = None  # type: ignore[assignment]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+# what decodes a batch to check it: msgspec's decoder is the faster (it keeps long integers exact
+# and refuses NaN and lone surrogates, as orjson does)
+if _msgspec is not None:
+    _decode: Callable[[bytes], Any] = _msgspec.json.Decoder().decode
+    _DECODE_ERRORS: tuple[type[Exception], ...] = (_msgspec.DecodeError,)
+elif _orjson is not None:  # pragma: no cover - depends on the environment
+    _decode = _orjson.loads
+    _DECODE_ERRORS = (_orjson.JSONDecodeError,)
+
+TaskShape = Callable[[dict], dict]
+
+
+class Span(NamedTuple):
+    """A chunk that is bytes of a file, to be copied into the output by the kernel: of the input
+    (``part`` None), or all of a part file that a worker wrote (``part``: the batch's offset in
+    the input, which names the file)."""
+
+    part: int | None
+    offset: int
+    length: int
+
+
+class JsonJob:
+    """One task -> its JSON text (bytes); a chunk is the texts of consecutive tasks joined by
+    ",", as bytes or, for a whole batch handled by a worker (``whole_batch``), as a ``Span``."""
+
+    def __init__(self, task_shape: TaskShape | None, part_prefix: str | None = None) -> None:
+        self.task_shape = task_shape
+        self.part_prefix = part_prefix  # path prefix of the workers' part files (None: none)
+
+    def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> bytes | None:
+        if not isinstance(task, dict):
+            warn(task_id_of(task), getattr(task, "reason", "task is not a JSON object"))
+            return None
+        if self.task_shape is not None:
+            task = self.task_shape(task)
+        try:
+            return _dumps(task).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # (UnicodeEncodeError: a lone surrogate)
+            warn(task_id_of(task), f"cannot serialise task: {exc}")
+            return None
+
+    def combine(self, payloads: list[bytes]) -> bytes:
+        return b",".join(payloads)
+
+    def whole_batch(self, array: memoryview, offset: int, length: int) -> Span | bytes | None:
+        """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``), encoded by
+        orjson where that gives the json module's bytes: the batch's own span of the input when
+        those are its own bytes, else the bytes, appended to this worker's part file when it has
+        one (a part file per batch: the main process copies it, instead of receiving the bytes
+        through a pipe in pieces, each a hand-over between processes, slow on a busy machine);
+        None to process the tasks one by one (what orjson cannot decode or encode as the json
+        module does, an element that is not a task)."""
+        if _orjson is None:
+            return None
+        try:
+            tasks = _decode(array)
+        except _DECODE_ERRORS:
+            return None  # (NaN, a lone surrogate, invalid JSON: the usual way says what it is)
+        shape = self.task_shape
+        for i, task in enumerate(tasks):
+            if type(task) is not dict:
+                return None  # (a list of tasks, a number...: the usual way expands or warns)
+            if shape is not None:
+                tasks[i] = shape(task)
+        try:
+            out = _orjson.dumps(tasks)
+        except TypeError:  # an integer beyond 64 bits, nesting orjson refuses, a shape's own type
+            return None
+        if b"0.0000" in out or EXPONENT.search(out) is not None:
+            return None  # a float the json module writes with an exponent (or a string like one)
+        if out == array:
+            return Span(None, offset, length)  # compact, the same escapes and numbers, no duplicate keys
+        if self.part_prefix is None:
+            return out[1:-1]
+        fd = os.open(f"{self.part_prefix}{offset}", _PART_FLAGS, 0o600)
+        try:
+            write_all(fd, memoryview(out)[1:-1])
+        finally:
+            os.close(fd)
+        return Span(offset, 0, len(out) - 2)
+
+
+_PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src_fd`` from ``offset`` to ``dst_fd`` (in the kernel when it can)."""
+    while length > 0:
+        try:
+            done = os.copy_file_range(src_fd, dst_fd, length, offset)
+        except (AttributeError, OSError):  # no copy_file_range (or not across these file systems)
+            done = 0
+        if done <= 0:
+            data = os.pread(src_fd, min(length, 1 << 20), offset)
+            if not data:
+                raise OSError(f"a file ended {length} bytes early (was the input changed while converting?)")
+            write_all(dst_fd, data)
+            done = len(data)
+        offset += done
+        length -= done
+
+
 def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
     path = out_dir / "result.json"
-    with replacing(path, "utf-8") as out:
-        out.write("[")
-        first = True
-        for task in tasks:
-            if not isinstance(task, dict):
-                options.warn(task_id_of(task), getattr(task, "reason", "task is not a JSON object"))
-                continue
-            try:
-                text = _dumps(task)
-            except (TypeError, ValueError) as exc:
-                options.warn(task_id_of(task), f"cannot serialise task: {exc}")
-                continue
-            if not first:
-                out.write(",")
-            out.write(text)
-            first = False
-        out.write("]")
+    # the workers' part files: hidden, beside the result, removed at the end
+    part_prefix = os.path.join(out_dir, f".result.json.{os.urandom(6).hex()}.part.")
+    job = JsonJob(options.task_shape, part_prefix)
+    src_fd = -1
+    try:
+        if isinstance(tasks, parallel.ArrayFile):
+            src_fd = os.open(tasks.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        with replacing(path) as out:
+            fd = out.fileno()
+            pending: list[bytes] = [b"["]  # written with os.write, in order with the copies
+            size = 1
+            first = True
+            for chunk in parallel.results(tasks, "JSON", job, options):
+                if not chunk:
+                    continue
+                if not first:
+                    pending.append(b",")
+                first = False
+                if isinstance(chunk, Span):
+                    write_all(fd, b"".join(pending))
+                    pending, size = [], 0
+                    if chunk.part is None:
+                        _copy_range(src_fd, fd, chunk.offset, chunk.length)
+                        continue
+                    part = f"{part_prefix}{chunk.part}"
+                    part_fd = os.open(part, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                    try:
+                        _copy_range(part_fd, fd, chunk.offset, chunk.length)
+                    finally:
+                        os.close(part_fd)
+                    os.unlink(part)  # (the part files take no more room than the batches in flight)
+                    continue
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= 1 << 20:
+                    write_all(fd, b"".join(pending))
+                    pending, size = [], 0
+            pending.append(b"]")
+            write_all(fd, b"".join(pending))
+    finally:
+        if src_fd >= 0:
+            os.close(src_fd)
+        for name in glob.glob(glob.escape(part_prefix) + "*"):
+            with contextlib.suppress(OSError):
+                os.unlink(name)
     return [path]
 
 
@@ -46,3 +205,5 @@ CONVERTER = register(
         extension="json",
     )
 )
+
+parallel.register_job("JSON")

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import replacing
-from .items import annotator, iter_items, prettify_result
+from .fastio import indented_json, replacing
+from .items import ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
 
-def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
-    path = out_dir / "result.json"
-    with replacing(path, "utf-8") as out:
-        out.write("[\n")
-        first = True
-        for item in iter_items(tasks, config, options):
+class JsonMinJob:
+    """One task -> the records of its annotations, as ``json.dumps(record, indent=2)`` writes
+    them, joined by ",\\n" (bytes); a chunk is the records of consecutive tasks."""
+
+    fields = ItemTask  # what task_items reads (workers decode only that)
+
+    def __init__(self, config: LabelConfig) -> None:
+        self.config = config
+
+    def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> bytes | None:
+        texts = []
+        for item in task_items_or_warn(task, self.config, warn):
             record = dict(item.input)
             if item.id is not None:
                 record["id"] = item.id
             try:
                 for name, value in item.output.items():
-                    record[name] = prettify_result(value)
+                    record[name] = prettify_result(value, in_place=True)  # (the item's own values)
             except (KeyError, TypeError, AttributeError) as exc:
-                options.warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
+                warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
                 continue
             record["annotator"] = annotator(item, int_id=True)
             record["annotation_id"] = item.annotation_id
@@ -34,11 +40,33 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
             record["lead_time"] = item.lead_time
             if "agreement" in item.extra:
                 record["agreement"] = item.extra["agreement"]
-            if not first:
-                out.write(",\n")
-            out.write(json.dumps(record, indent=2, ensure_ascii=False))
-            first = False
-        out.write("\n]")
+            try:
+                # (in a worker, tasks were decoded from JSON: they hold no NaN)
+                texts.append(indented_json(record, finite=not main).encode("utf-8"))
+            except (TypeError, ValueError) as exc:  # (UnicodeEncodeError: a lone surrogate)
+                warn(item.id, f"annotation {item.annotation_id}: cannot serialise the record: {exc}")
+        return b",\n".join(texts) if texts else None
+
+    def combine(self, payloads: list[bytes]) -> bytes:
+        return b",\n".join(payloads)
+
+
+def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> list[Path]:
+    path = out_dir / "result.json"
+    with replacing(path) as out:
+        out.write(b"[\n")
+        pending: list[bytes] = []  # chunks, joined by ",\n" (none is empty)
+        size = 0
+        written = False  # a chunk was written before the pending ones
+        for chunk in parallel.results(tasks, "JSON_MIN", JsonMinJob(config), options):
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= 1 << 20:  # large writes
+                out.write((b",\n" if written else b"") + b",\n".join(pending))
+                pending, size, written = [], 0, True
+        if pending:
+            out.write((b",\n" if written else b"") + b",\n".join(pending))
+        out.write(b"\n]")
     return [path]
 
 
@@ -51,3 +79,5 @@ CONVERTER = register(
         extension="json",
     )
 )
+
+parallel.register_job("JSON_MIN")

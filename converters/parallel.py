@@ -65,7 +65,10 @@ class Redo(Exception):
 
 class Job(Protocol):
     """``fields`` (optional): a msgspec type (a TypedDict) of the part of a task that ``process``
-    reads; workers then decode tasks into just that part (see ``items.ItemTask``)."""
+    reads; workers then decode tasks into just that part (see ``items.ItemTask``).
+    ``whole_batch(array, offset, length)`` (optional): in a worker, the chunk of a whole batch
+    (``array`` is ``[`` + its bytes + ``]``, found at ``offset`` in the file), or None to process
+    its tasks one by one (JSON copies a batch that needs no change instead of encoding it)."""
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> Any:
         """The payload of one task (None: nothing to write). With ``main`` False it may raise Redo."""
@@ -240,6 +243,12 @@ def _run_batch(offset: int, length: int) -> list[tuple[Any, Any]] | None:
     job = _worker_job
     assert job is not None
     array = _read_array(offset, length)
+    whole_batch = getattr(job, "whole_batch", None)
+    if whole_batch is not None:
+        chunk = whole_batch(array, offset, length)
+        if chunk is not None:
+            array.release()
+            return [(chunk, [])]
     out: list[tuple[Any, Any]] = []
     run: list[Any] = []
     warnings: list[tuple[object, str]] = []

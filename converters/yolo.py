@@ -12,7 +12,7 @@ from pathlib import Path
 from . import parallel
 from .base import Converter, ConvertOptions, SortedFiles, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import SmallFiles, create_new_files
+from .fastio import FilesJob, write_chunks
 from .items import ItemTask, RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import file_name, label_basename
@@ -163,21 +163,14 @@ def _label_file_name(url: str) -> str:
     return file_name(stem[: 255 - 4] + ".txt")
 
 
-class YoloJob:
-    """One task -> [(label file name, text, or None for an empty file that must not replace one)].
-
-    A chunk is [(name, text or None, created)]. Worker processes create the label files that do
-    not exist yet themselves (``created`` True), so that the file system's work is spread over
-    them; the main process writes the rest, and writes again a name that a worker created but
-    that an earlier task (in task order) also has, so the files end as if written in task order
-    (see ``_convert``).
-    """
+class YoloJob(FilesJob):
+    """One task -> [(label file name, text, or None for an empty file that must not replace one)];
+    workers create the label files that do not exist yet (see ``FilesJob``)."""
 
     def __init__(self, config: LabelConfig, obb: bool = False, label_dir: Path | None = None) -> None:
+        super().__init__(label_dir)
         self.config = config
         self.obb = obb
-        self.label_dir = label_dir
-        self._dir_fd: int | None = None  # in a worker: where it creates label files
         self.is_keypoints = bool(config.controls_of_type("KeyPointLabels"))
         # what task_items reads for it (workers decode only that): region ids for key points
         self.fields = ItemTask if self.is_keypoints else RegionTask
@@ -231,22 +224,6 @@ class YoloJob:
             out.append((name, text.encode("utf-8")))
         return out or None
 
-    def start_worker(self) -> None:
-        if self.label_dir is not None:
-            self._dir_fd = os.open(self.label_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-
-    def combine(self, payloads: list[list[tuple[str, bytes | None]]]) -> list[tuple[str, bytes | None, bool]]:
-        # What writing them in task order leaves: the last content a name gets (an empty entry
-        # after content leaves that content); so a name is written once per chunk.
-        final: dict[str, bytes | None] = {}
-        for labels in payloads:
-            for name, data in labels:
-                if data is not None or name not in final:
-                    final[name] = data
-        if self._dir_fd is None:
-            return [(name, data, False) for name, data in final.items()]
-        return create_new_files(self._dir_fd, list(final.items()))
-
 
 def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions,
              obb: bool) -> SortedFiles:
@@ -256,20 +233,8 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
     image_dir.mkdir(parents=True, exist_ok=True)
     can_create = os.open in os.supports_dir_fd
     job = YoloJob(config, obb, label_dir if can_create else None)
-    written: set[str] = set()  # label file names (small strings; returned at the end)
     fmt = "YOLO_OBB" if obb else "YOLO"
-    with SmallFiles(label_dir) as files:
-        for labels in parallel.results(tasks, fmt, job, options):
-            for name, data, created in labels:
-                # Not created by a worker (it existed: made by another task, here or in a worker,
-                # or before the conversion), or created by a worker although an earlier task has
-                # the same name: written here, in task order, so the last task's file wins.
-                if not created or name in written:
-                    if data is None:
-                        files.touch(name)  # an existing file keeps its content
-                    else:
-                        files.write(name, data)
-                written.add(name)
+    written = write_chunks(label_dir, parallel.results(tasks, fmt, job, options))
     categories = job.categories
     classes = out_dir / "classes.txt"
     with open(classes, "w", encoding="utf-8") as f:

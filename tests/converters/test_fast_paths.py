@@ -7,6 +7,7 @@ result. Small files are written by a background thread, in order.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -17,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import converters
-from converters import coco, fastio, images, inputs, items, jsonstream, parallel, treebank
+from converters import coco, fastio, images, inputs, items, json_export, jsonstream, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
-from tests.converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures
+from tests.converters_helpers import EXPORTS, PROJECTS, files_under, load_tasks, needs_fixtures
 
 HAVE_ORJSON = jsonstream.have_orjson()
 
@@ -133,22 +134,25 @@ def test_long_integers_stay_exact(json_backend):
 
 # ------------------------------------------------------------------------------ compact_json
 
-def test_compact_json_equals_json_dumps(json_backend):
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+@pytest.mark.parametrize("fast,style", [(compact_json, {"separators": (",", ":")}),
+                                        (fastio.indented_json, {"indent": 2})], ids=["compact", "indented"])
+def test_compact_json_equals_json_dumps(fast, style, json_backend):
+    encode = json.JSONEncoder(ensure_ascii=False, **style).encode
     rnd = random.Random(5)
 
     def value(depth: int = 0) -> object:
         r = rnd.random()
         if depth > 3 or r < 0.5:
             return rnd.choice([rnd.uniform(-10, 10) * 10 ** rnd.randint(-30, 30), 2**70, float("nan"), float("-inf"),
-                               None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332])
+                               None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332,
+                               "x1e5", "e-7"])
         if r < 0.75:
             return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
         return {rnd.choice(["k", "x0e1", 1, 2.5, "é", None]): value(depth + 1) for _ in range(rnd.randint(0, 3))}
 
     for _ in range(20000):
         v = value()
-        assert compact_json(v) == encode(v), repr(v)
+        assert fast(v) == encode(v), repr(v)
 
 
 # ------------------------------------------------------------------------------ Treebank tokenizer
@@ -243,7 +247,7 @@ def test_every_format_is_the_same_without_orjson(slug, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------ worker processes
 
-PER_TASK_FORMATS = ["CONLL2003", "CSV", "TSV", "COCO", "YOLO", "YOLO_OBB"]
+PER_TASK_FORMATS = ["JSON", "JSON_MIN", "VOC", "CONLL2003", "CSV", "TSV", "COCO", "YOLO", "YOLO_OBB"]
 
 
 def _convert_file(path: Path, fmt: str, cfg, out: Path, workers: int) -> list[tuple[object, str]]:
@@ -577,3 +581,131 @@ def test_result_file_appears_complete_with_the_usual_permissions(fmt, name, conf
     with pytest.raises(RuntimeError):
         converters.get(fmt).convert(failing(), cfg, again, converters.ConvertOptions())
     assert [p.name for p in again.iterdir() if p.is_file()] == []
+
+
+# ------------------------------------------------------------------------------ JSON by batches
+
+_json_module = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _convert_json(source: Path, out: Path, workers: int, shape=None) -> tuple[bytes, list]:
+    warnings: list[tuple[object, str]] = []
+    options = converters.ConvertOptions(warn=lambda task_id, message: warnings.append((task_id, message)),
+                                        workers=workers, task_shape=shape)
+    converters.get("JSON").convert(inputs.iter_input_tasks(source), None, out, options, check=False)
+    return (out / "result.json").read_bytes(), warnings
+
+
+def _storage_tasks(slug: str) -> list[dict]:
+    """syncd's storage documents of a fixture project: users expanded, prediction objects."""
+    docs = []
+    for path in sorted((EXPORTS.parent / "storage-export" / slug / "after-sync").glob("*.json"),
+                       key=lambda p: int(p.stem)):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc["predictions"] = [{"id": pid, "result": [], "score": 0.5} for pid in doc["predictions"]]
+        docs.append(doc)
+    return docs
+
+
+def _json_batch(text: str) -> memoryview:
+    return memoryview(text.encode("utf-8"))
+
+
+@pytest.mark.skipif(not HAVE_ORJSON, reason="batches are checked with orjson")
+def test_json_batch_is_copied_only_when_it_is_what_the_json_module_writes():
+    job = json_export.JsonJob(None)
+    tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png", "text": "é \"q\" \\ \n\x01\x7f\u2028"},
+              "annotations": [{"result": [{"value": {"x": 28.333333333333332, "y": 0.0001, "r": -0.0}}]}],
+              "n": [2**63, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
+    own = _json_module(tasks)
+    assert job.whole_batch(_json_batch(own), 10, 99) == json_export.Span(None, 10, 99)
+    # the same tasks written otherwise (Label Studio's "\/", spaces, other escapes): encoded again
+    for other in (own.replace("/", "\\/"), json.dumps(tasks), json.dumps(tasks, ensure_ascii=True),
+                  own.replace('{"id":2,', '{"id":2,"id":2,')):
+        assert job.whole_batch(_json_batch(other), 10, 99) == own[1:-1].encode("utf-8"), other
+    # floats the json module writes with an exponent, integers beyond 64 bits, NaN, a list of
+    # tasks, a number: one task at a time
+    for refused in ('[{"v":1e-05}]', '[{"v":1e+16}]', '[{"v":0.00001}]', '[{"v":18446744073709551616}]',
+                    '[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', '[{"s":"\\ud800"}]'):
+        assert job.whole_batch(_json_batch(refused), 0, 1) is None, refused
+
+
+@pytest.mark.skipif(not HAVE_ORJSON, reason="batches are checked with orjson")
+def test_json_batch_applies_the_task_shape():
+    from syncd.document import label_studio_export
+
+    tasks = _storage_tasks("image-bbox")
+    text = _json_module(tasks)
+    expected = _json_module([label_studio_export(t) for t in tasks])
+    assert expected != text  # the documents need the shape
+    assert json_export.JsonJob(label_studio_export).whole_batch(_json_batch(text), 0, 1) == expected[1:-1].encode()
+
+
+def _label_studio_style(text: str) -> str:
+    return text.replace("/", "\\/")  # Label Studio's export escapes every "/"
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+@pytest.mark.parametrize("style", ["json-module", "label-studio", "storage", "tricky"])
+def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatch):
+    """Worker processes (copying the batches that are already what JSON writes, encoding the
+    others with orjson or task by task) write what one process writes task by task, with the
+    same warnings, with and without the task shape."""
+    from syncd.document import label_studio_export
+
+    source = tmp_path / "in.json"
+    if style == "tricky":
+        _tricky_export("image-bbox", source)
+    else:
+        tasks = []
+        for i in range(40):
+            for task in _storage_tasks("image-bbox") if style == "storage" else load_tasks("image-bbox"):
+                task = copy.deepcopy(task)
+                task["id"] = len(tasks) + 1
+                if i == 5:
+                    task["data"]["small"] = 1e-05  # written as 1e-05: this batch goes task by task
+                if i == 9:
+                    task["data"]["huge"] = 2**64
+                tasks.append(task)
+        text = _json_module(tasks)
+        source.write_text(_label_studio_style(text) if style == "label-studio" else text, encoding="utf-8")
+    copies: list[int] = []  # bytes copied from the input file
+    copy_range = json_export._copy_range
+    source_inode = source.stat().st_ino
+
+    def spy(src: int, dst: int, offset: int, length: int) -> None:
+        if os.fstat(src).st_ino == source_inode:
+            copies.append(length)
+        copy_range(src, dst, offset, length)
+
+    monkeypatch.setattr(json_export, "_copy_range", spy)
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 20000)  # many batches
+    for shape in (None, label_studio_export):
+        copies.clear()
+        one = _convert_json(source, tmp_path / "one", 0, shape)
+        assert not copies
+        two = _convert_json(source, tmp_path / "two", 2, shape)
+        assert two == one and one[0].startswith(b"[{")
+        assert os.listdir(tmp_path / "two") == ["result.json"]  # the workers' part files are removed
+        if style != "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
+            expected = [shape(t) if shape else t for t in tasks]
+            assert one[0] == _json_module(expected).encode("utf-8")
+        # batches written as the json module writes them, needing no shape, are copied
+        assert bool(copies) == (style == "json-module" or style == "storage" and shape is None), copies
+        if copies:
+            assert one[0] == source.read_bytes()
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+@pytest.mark.parametrize("slug", PROJECTS)
+def test_json_of_the_fixture_exports_is_the_same_with_workers(slug, tmp_path, monkeypatch):
+    from syncd.document import label_studio_export
+
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 2000)
+    source = EXPORTS / slug / "JSON.json"
+    one = _convert_json(source, tmp_path / "one", 0, label_studio_export)
+    two = _convert_json(source, tmp_path / "two", 2, label_studio_export)
+    assert one == two
+    assert json.loads(two[0]) == load_tasks(slug)
