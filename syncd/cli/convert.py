@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "(COCO) and channels (VOC) from them; an image that fails gives a warning")
     p.add_argument("--download-workers", type=int, default=8, metavar="N",
                    help="images fetched at once with --download-images (default 8)")
-    p.add_argument("--workers", type=int, metavar="N", help="worker processes for CONLL2003, CSV, TSV, COCO and "
-                   "YOLO on a big JSON export (default: one per CPU, up to 4, from 32 MB on; 0: none)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes for a big JSON export (every format "
+                   "but the brush ones and ASR_MANIFEST; default: one per CPU, up to 4, from 32 MB on; 0: none)")
     p.set_defaults(func=run)
 
 
@@ -90,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
         tasks = iter_input_tasks(args.input, warn)
         if args.project is not None:
             tasks = _tasks_of_project(tasks, args.project, args.input)
-        if converter.name == "JSON":  # Label Studio's export shape: bare prediction and user ids
-            tasks = (label_studio_export(t) if isinstance(t, dict) else t for t in tasks)
         _convert(args, converter, config, tasks)
         return 1 if warn.count else 0
     except (ConverterError, LabelConfigError) as exc:
@@ -220,7 +218,10 @@ def _convert(args: argparse.Namespace, converter: converters.Converter, config: 
     download = args.download_images
     if download and converter.name not in IMAGE_FORMATS:
         raise InputError(f"--download-images applies to {', '.join(IMAGE_FORMATS)}, not {converter.name}")
-    options = ConvertOptions(warn=warn, workers=args.workers)
+    # JSON: Label Studio's export shape (bare prediction and user ids), applied by the converter,
+    # which copies the input's bytes where the shape changes nothing
+    shape = label_studio_export if converter.name == "JSON" else None
+    options = ConvertOptions(warn=warn, workers=args.workers, task_shape=shape)
     out = Path(args.out)
 
     def run_into(target: Path) -> list[Path]:
