@@ -18,11 +18,10 @@ def item(key: str, body: bytes) -> tuple[str, bytes, str]:
 
 
 def test_a_batch_writes_every_object_and_fails_only_the_ones_that_cannot_be_written(tmp_path):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    target = tmp_path / "target"
-    target.mkdir()
-    (target / "linked").symlink_to(outside)
+    target, outside = tmp_path / "target", tmp_path / "outside"
+    for folder in (target, outside):
+        folder.mkdir()
+    (target / "linked").symlink_to(outside)  # a folder of a key that is a link: never written through
     store = LocalStore(target)
     store.check_writable()
     items = [item("1.json", b'{"id": 1}'), item(f"{TMP_DIR}/x.json", b"{}"), item("linked/2.json", b"{}"),
