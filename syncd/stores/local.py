@@ -62,6 +62,7 @@ class LocalStore(RetryingStore):
 
     def __init__(self, root: Path):
         self.root = root
+        self._root = str(root)
         self.url = root.as_uri()  # canonical: the default state file is named after it
         self.identity = self.url
         self._work: str | None = None  # this process's folder in .syncd-tmp
@@ -79,7 +80,9 @@ class LocalStore(RetryingStore):
         return self.root.joinpath(*key.split("/"))
 
     def _where(self, key: str) -> str:
-        return str(self._path(key))
+        # Named in every request (for retry messages): a plain join, as a Path per object costs
+        # time, and pathlib interns every part of every key it parses.
+        return os.path.join(self._root, *key.split("/"))
 
     def _error(self, action: str, key: str, exc: Exception, *, listing: bool = False) -> StoreError:
         errno_ = getattr(exc, "errno", None)
@@ -227,29 +230,30 @@ class LocalStore(RetryingStore):
                         results[i] = exc
                         _unlink(tmp, work_fd)
                     staged = []
-            placed: dict[int, list[tuple[int, str]]] = {}  # folder fd -> (index, name) renamed into it
+            placed: dict[int, list[tuple[int, str]]] = {}  # folder fd -> (index, etag) renamed into it
+
+            def rename(key: str, tmp: str) -> tuple[int, str]:
+                *path, name = key.split("/")
+                dir_fd = _opened(folders, path, self._open_folder)
+                os.replace(tmp, name, src_dir_fd=work_fd, dst_dir_fd=dir_fd)
+                return dir_fd, _etag(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+
             for i, tmp in staged:
-                *path, name = items[i][0].split("/")
                 try:
-                    dir_fd = self.call("write", items[i][0],
-                                       lambda path=path: _opened(folders, path, self._open_folder))
-                    self.call("write", items[i][0], lambda tmp=tmp, name=name, dir_fd=dir_fd:
-                              os.replace(tmp, name, src_dir_fd=work_fd, dst_dir_fd=dir_fd))
+                    dir_fd, etag = self.call("write", items[i][0], lambda key=items[i][0], tmp=tmp: rename(key, tmp))
                 except StoreError as exc:
                     results[i] = exc
                     _unlink(tmp, work_fd)
                     continue
-                placed.setdefault(dir_fd, []).append((i, name))
-            for dir_fd, names in placed.items():
+                placed.setdefault(dir_fd, []).append((i, etag))
+            for dir_fd, renamed in placed.items():
                 try:
                     # The renames are durable only once the folder's entries are on disk.
-                    self.call("write", items[names[0][0]][0], lambda dir_fd=dir_fd: os.fsync(dir_fd))
-                    for i, name in names:
-                        results[i] = self.call("write", items[i][0], lambda name=name, dir_fd=dir_fd:
-                                               _etag(os.stat(name, dir_fd=dir_fd, follow_symlinks=False)))
+                    self.call("write", items[renamed[0][0]][0], lambda dir_fd=dir_fd: os.fsync(dir_fd))
                 except StoreError as exc:
-                    for i, _name in names:
-                        results[i] = results[i] or exc
+                    renamed = [(i, exc) for i, _etag in renamed]
+                for i, result in renamed:
+                    results[i] = result
         finally:
             for fd in folders.values():
                 os.close(fd)
