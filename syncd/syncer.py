@@ -216,11 +216,12 @@ class Syncer:
             self._plan(self.source.documents(ids, projects), seen)
             self._drain()
             wanted = set(projects)
-            with Removals() as gone:
-                for entry in self.checkpoint.for_tasks(ids):
-                    if entry.key not in seen and (not wanted or entry.project_id in wanted):
-                        gone.add(entry)
-                self._remove(gone)
+            if not self.stop.is_set():  # (stopped: some documents were not planned, so not seen)
+                with Removals() as gone:
+                    for entry in self.checkpoint.for_tasks(ids):
+                        if entry.key not in seen and (not wanted or entry.project_id in wanted):
+                            gone.add(entry)
+                    self._remove(gone)
         return self._end()
 
     def audit(self, listing: bool = True) -> AuditResult | None:
@@ -364,6 +365,10 @@ class Syncer:
         """PUT the documents whose bytes differ from what the checkpoint says was written."""
         planned: list[tuple[TaskDocument, str]] = []
         for doc in documents:
+            if self.stop.is_set():
+                # Stopping (SIGTERM, a fatal store error): what is planned but not yet handed to
+                # the store is left to the next pass; the caller removes nothing.
+                return
             self._summary.scanned += 1
             try:
                 key = self._render(doc.task_id, doc.project_id) if isinstance(doc, TaskDocument) else None
