@@ -5,6 +5,14 @@ then a no-op resync (nothing changed), optionally an incremental one after `gen_
     python bench/bench_resync.py                 # 100k tasks (DB cached under bench/out/)
     python bench/bench_resync.py --tasks 10000   # smaller
     python bench/bench_resync.py --mutate 1000 100 --json bench/out/resync.json
+    python bench/bench_resync.py --tasks 10000 100000 --pairs 2   # memory and speed at two sizes
+
+With several ``--tasks`` sizes, each size runs its steps and the peak RSS of every step is printed
+as a ratio to the same step at the smallest size (issue 15's goal: 1M tasks within 1.2x of 100k).
+``--pairs N`` also times the full resync against a baseline in the same run, pair by pair,
+alternating which goes first: the same command with grouped local writes turned off (one fsync
+per object and one per folder, the path before issue 15). The load average is recorded with
+every step.
 
 Each step runs `python -m syncd resync --db sqlite:///DB --target DIR --state STATE` as a child
 process; wall time, tasks/s, CPU time and the child's peak RSS are reported. Peak RSS comes from GNU
@@ -107,12 +115,27 @@ def run_child(cmd: list[str], env: dict, log_prefix: Path, use_time: bool) -> di
             pass
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss_kib / 1024, "rss_from": how,
             "exit": proc.returncode, "stdout": out_path.read_text(errors="replace"),
-            "stderr_tail": err_path.read_text(errors="replace")[-2000:]}
+            "stderr_tail": err_path.read_text(errors="replace")[-2000:], "load": os.getloadavg()[0]}
 
 
-def summary_line(stdout: str) -> str:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("syncd resync")]
-    return lines[-1] if lines else (stdout.strip().splitlines() or [""])[-1]
+# The baseline of --pairs: syncd with LocalStore.put_many hidden from the syncer (one put, two
+# fsyncs, per object).
+PER_OBJECT = """\
+import sys
+import syncd.syncer
+init = syncd.syncer.Syncer.__init__
+def per_object(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._put_many = None
+syncd.syncer.Syncer.__init__ = per_object
+from syncd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def summary_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if "syncd resync" in ln]  # (summaries go to stderr)
+    return lines[-1].split("syncd resync", 1)[1].lstrip(": ") if lines else ""
 
 
 def scanned(line: str, default: int) -> int:
@@ -132,7 +155,8 @@ def target_size(target: Path) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", type=int, default=100_000, help="labeled tasks in the database (100000)")
+    ap.add_argument("--tasks", type=int, nargs="+", default=[100_000],
+                    help="labeled tasks in the database (100000); several sizes: memory ratios between them")
     ap.add_argument("--projects", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--predictions", type=float, default=0.3, help="fraction of tasks with a prediction")
@@ -142,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mutate", nargs=2, type=int, metavar=("N_CHANGED", "N_DELETED"),
                     help="also time an incremental resync after changing/deleting annotations "
                          "(on a copy of the database)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="also time N pairs of full resyncs: grouped writes vs one fsync per object")
     ap.add_argument("--work-dir", type=Path, default=OUT,
                     help="where the run directory (target, state, logs) is created (default bench/out)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -151,11 +177,45 @@ def main(argv=None) -> int:
     ap.add_argument("--no-gnu-time", action="store_true", help="measure RSS with os.wait4 only")
     a = ap.parse_args(argv)
 
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    base = a.syncd.split() if a.syncd else [sys.executable, "-m", "syncd"]
+    use_time = not a.no_gnu_time and gnu_time()
+    a.work_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [None] if a.db else a.tasks
+    runs = [bench_size(a, tasks, base, env, use_time) for tasks in sizes]
+
+    print()
+    print(f"syncd resync into a local directory, python {platform.python_version()}, {os.cpu_count()} CPUs; "
+          f"peak RSS of the syncd process ({'GNU time' if use_time else 'os.wait4'})")
+    smallest = {r["step"]: r for r in runs[0]["steps"]}
+    print(f"{'tasks':>9} {'step':<20} {'wall s':>8} {'tasks/s':>9} {'cpu s':>7} {'peak RSS MiB':>13} "
+          f"{'RSS vs smallest':>16} {'load':>5} {'exit':>5}")
+    for run in runs:
+        for r in run["steps"]:
+            first = smallest.get(r["step"])
+            ratio = f"{r['peak_rss_mib'] / first['peak_rss_mib']:.2f}x" if first else "-"
+            print(f"{run['labeled']:>9} {r['step']:<20} {r['wall_s']:>8.2f} {r['tasks_per_s']:>9.0f} "
+                  f"{r['cpu_s']:>7.2f} {r['peak_rss_mib']:>13.1f} {ratio:>16} {r['load']:>5.2f} {r['exit']:>5}")
+        for grouped, per_object in run["pairs"]:
+            print(f"{run['labeled']:>9} pair: grouped {grouped['wall_s']:.2f}s vs one fsync per object "
+                  f"{per_object['wall_s']:.2f}s: {per_object['wall_s'] / grouped['wall_s']:.2f}x faster "
+                  f"(load {grouped['load']:.2f} / {per_object['load']:.2f})")
+    if a.json:
+        payload = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs}
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(payload, indent=1) + "\n")
+    return 0 if all(r["exit"] == 0 for run in runs for r in run["steps"] + [x for p in run["pairs"] for x in p]) else 1
+
+
+def bench_size(a: argparse.Namespace, tasks: int | None, base: list[str], env: dict, use_time: bool) -> dict:
+    """The steps at one database size: full, no-op (and incremental, and the pairs)."""
     if a.db:
         db, gen_secs = a.db.resolve(), None
     else:
-        print(f"database: {a.tasks} tasks, {a.projects} projects, seed {a.seed} ...", flush=True)
-        db, gen_secs = cached_db(a.tasks, a.seed, a.projects, a.predictions, a.schema_from, a.regen)
+        print(f"database: {tasks} tasks, {a.projects} projects, seed {a.seed} ...", flush=True)
+        db, gen_secs = cached_db(tasks, a.seed, a.projects, a.predictions, a.schema_from, a.regen)
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         n_tasks, n_labeled = con.execute("SELECT COUNT(*), SUM(EXISTS(SELECT 1 FROM task_completion c "
                                          "WHERE c.task_id = task.id)) FROM task").fetchone()
@@ -165,34 +225,28 @@ def main(argv=None) -> int:
     print(f"database: {db} ({os.path.getsize(db) / 1e6:.0f} MB, {n_tasks} tasks, {n_labeled} labeled, "
           f"{n_ann} annotations; {how})", flush=True)
 
-    a.work_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="resync-run-", dir=a.work_dir))
     target, state = run_dir / "target", run_dir / "state.sqlite3"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    base = a.syncd.split() if a.syncd else [sys.executable, "-m", "syncd"]
-    use_time = not a.no_gnu_time and gnu_time()
 
-    def resync(step: str, db_path: Path) -> dict:
-        cmd = [*base, "resync", "--db", f"sqlite:///{db_path}", "--target", str(target),
-               "--state", str(state)]
+    def resync(step: str, db_path: Path, into: Path = target, at: Path = state, command: list[str] = base) -> dict:
+        cmd = [*command, "resync", "--db", f"sqlite:///{db_path}", "--target", str(into), "--state", str(at)]
         r = run_child(cmd, env, run_dir / step, use_time)
         r["step"] = step
-        r["summary"] = summary_line(r["stdout"])
+        r["summary"] = summary_line(r["stdout"] + r["stderr_tail"])
         r["tasks"] = scanned(r["summary"], n_labeled)
         r["tasks_per_s"] = r["tasks"] / r["wall_s"] if r["wall_s"] else 0.0
-        print(f"  {step}: {r['wall_s']:.2f}s exit {r['exit']}  {r['summary']}", flush=True)
+        print(f"  {step}: {r['wall_s']:.2f}s exit {r['exit']} load {r['load']:.2f}  {r['summary']}", flush=True)
         if r["exit"] != 0:
             print(r["stderr_tail"], file=sys.stderr)
         return r
 
-    results = []
+    steps: list[dict] = []
+    pairs: list[tuple[dict, dict]] = []
     try:
-        results.append(resync("full", db))
+        steps.append(resync("full", db))
         files, size = target_size(target)
         print(f"  target: {files} files, {size / 1e6:.0f} MB", flush=True)
-        results.append(resync("no-op", db))
+        steps.append(resync("no-op", db))
         if a.mutate:
             mdb = run_dir / "mutated.sqlite3"
             shutil.copyfile(db, mdb)
@@ -203,28 +257,26 @@ def main(argv=None) -> int:
             print(f"  mutated copy: {m['changed']} annotations changed, {m['deleted']} deleted "
                   f"({m['tasks_changed']} + {m['tasks_deleted_from']} tasks, "
                   f"{m['tasks_emptied']} left without annotations)", flush=True)
-            results.append(resync("incremental", mdb))
+            steps.append(resync("incremental", mdb))
+        per_object_cmd = [sys.executable, "-c", PER_OBJECT]
+        for i in range(a.pairs):
+            # Alternating which goes first, so a change of load hits both sides alike.
+            done = {}
+            for kind in (("grouped", "per-object") if i % 2 == 0 else ("per-object", "grouped")):
+                into = run_dir / f"pair{i}-{kind}"
+                done[kind] = resync(f"full {kind} #{i + 1}", db, into, into.with_suffix(".sqlite3"),
+                                    base if kind == "grouped" else per_object_cmd)
+                shutil.rmtree(into, ignore_errors=True)
+            pairs.append((done["grouped"], done["per-object"]))
     finally:
         if not a.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
-
-    print()
-    print(f"syncd resync, {n_labeled} labeled tasks ({db.name}), python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'step':<12} {'wall s':>8} {'tasks/s':>9} {'cpu s':>7} {'peak RSS MiB':>13} {'exit':>5}")
-    for r in results:
-        print(f"{r['step']:<12} {r['wall_s']:>8.2f} {r['tasks_per_s']:>9.0f} {r['cpu_s']:>7.2f} "
-              f"{r['peak_rss_mib']:>13.1f} {r['exit']:>5}")
-    print(f"(peak RSS of the syncd process, measured with {'GNU time' if use_time else 'os.wait4'})")
-    if a.keep:
-        print(f"run directory kept: {run_dir}")
-    if a.json:
-        payload = {"db": str(db), "tasks": n_tasks, "labeled": n_labeled, "annotations": n_ann,
-                   "python": platform.python_version(), "cpus": os.cpu_count(),
-                   "steps": [{k: v for k, v in r.items() if k not in ("stdout",)} for r in results]}
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(payload, indent=1) + "\n")
-    return 0 if all(r["exit"] == 0 for r in results) else 1
+        else:
+            print(f"run directory kept: {run_dir}")
+    strip = ("stdout",)
+    return {"db": str(db), "tasks": n_tasks, "labeled": n_labeled, "annotations": n_ann,
+            "steps": [{k: v for k, v in r.items() if k not in strip} for r in steps],
+            "pairs": [tuple({k: v for k, v in r.items() if k not in strip} for r in pair) for pair in pairs]}
 
 
 if __name__ == "__main__":

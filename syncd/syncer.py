@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -28,7 +28,7 @@ from syncd.keys import UnsafeKey, render_key
 from syncd.leases import ProjectLeases
 from syncd.logs import OBJECTS
 from syncd.ops.events import Events
-from syncd.plan import Action, plan_document, plan_removals
+from syncd.plan import Action, Removals, plan_document, plan_removals, removal
 from syncd.sources.base import Source
 from syncd.stores.base import Store
 from syncd.transfer import Transfers
@@ -38,6 +38,7 @@ objects_log = logging.getLogger(OBJECTS)
 
 CHUNK = 2000  # tasks compared with the checkpoint (and documents planned) at a time
 MAX_LISTED = 100  # orphans a summary names
+GROUP = 64  # objects a store with put_many (a local directory) makes durable together
 
 
 @dataclass
@@ -158,11 +159,18 @@ class Syncer:
         self._fatal: list[StoreError] = []
         self._summary = Summary()
         self._reported: set[str] = set()  # the source's problems already counted as failures
+        # Keys written this pass over another task's entry (a template that renders one key for
+        # two tasks; rare): that entry, perhaps read as gone already, must not remove the key.
+        self._claimed: set[str] = set()
+        # A store that can make a batch durable at once (LocalStore.put_many): puts are grouped.
+        self._put_many: Callable[[list[tuple[str, bytes, str]]], list] | None = getattr(store, "put_many", None)
+        self._group: list[tuple[Action, str]] = []
         self.projects: dict = {}
 
     def close(self) -> None:
         try:
             # Record what the store already acknowledged, even when a pass was cut short.
+            self._submit_group()
             self.transfers.drain(self._done)
         finally:
             self.transfers.close()
@@ -197,24 +205,12 @@ class Syncer:
         if projects is None:
             return self._end()
         total = self.source.count_labeled(projects)
-        seen: set[str] = set()
-        listing = self.source.fingerprints(projects)
-        while not self.stop.is_set():
-            chunk = list(itertools.islice(listing, CHUNK))
-            if not chunk:
-                break
-            if self.leases is not None:  # projects handed to a process that joined are its now
-                chunk = [row for row in chunk if self.leases.valid(row[1])]
-            stale = self._stale(chunk, seen)
-            if stale:
-                self._plan(self.source.documents(stale, projects), seen)
-            if progress:
-                progress(summary.scanned, max(total, summary.scanned))
-        self._drain()
-        if self.stop.is_set():
+
+        def report() -> None:
+            progress(summary.scanned, max(total, summary.scanned))
+
+        if not self._pass(projects, reconcile=False, progress=report if progress else None):
             raise SyncdError("interrupted; the next run continues where this one stopped")
-        self._remove([e for e in self.checkpoint.entries(projects)
-                      if e.key not in seen and (self.leases is None or self.leases.valid(e.project_id))])
         return self._end()
 
     def sync_tasks(self, task_ids: Iterable[int]) -> Summary:
@@ -227,8 +223,12 @@ class Syncer:
             self._plan(self.source.documents(ids, projects), seen)
             self._drain()
             wanted = set(projects)
-            self._remove([e for e in self.checkpoint.for_tasks(ids)
-                          if e.key not in seen and (not wanted or e.project_id in wanted)])
+            if not self.stop.is_set():  # (stopped: some documents were not planned, so not seen)
+                with Removals() as gone:
+                    for entry in self.checkpoint.for_tasks(ids):
+                        if entry.key not in seen and (not wanted or entry.project_id in wanted):
+                            gone.add(entry)
+                    self._remove(gone)
         return self._end()
 
     def audit(self, listing: bool = True) -> AuditResult | None:
@@ -257,38 +257,78 @@ class Syncer:
 
     def reconcile(self) -> Summary:
         """Find what change feeds miss (deleted rows, bulk updates that leave ``updated_at``
-        alone, edits made with SQL) by comparing fingerprints with the checkpoint."""
+        alone, edits made with SQL) by comparing fingerprints with the checkpoint: the tasks
+        with an entry whose fingerprint differs, without an entry, or with entries but no
+        longer labeled are synced again (the others are not counted as scanned)."""
         projects = self._scope()
         if projects is None:
             return self.sync_tasks(())
-        stored: dict[int, list[Entry]] = {}
-        for entry in self.checkpoint.entries(projects):
-            stored.setdefault(entry.task_id, []).append(entry)
-        changed: set[int] = set()
-        for task_id, _project_id, fingerprint in self.source.fingerprints(projects):
-            entries = stored.pop(task_id, None)
-            if not entries or any(e.fingerprint != fingerprint for e in entries):
-                changed.add(task_id)
-        changed.update(stored)  # in the checkpoint, but no longer labeled (or gone)
-        return self.sync_tasks(changed)
+        self._begin()
+        self._pass(projects, reconcile=True)  # (stopped: the daemon is ending, nothing removed)
+        return self._end()
 
-    def _stale(self, listing: list[tuple[int, int | None, str]], seen: set[str]) -> list[int]:
-        """Tasks whose fingerprint changed since their document was written; the others count
-        as unchanged without being read or encoded. With ``checksum``, all."""
-        if self.options.checksum:
+    def _pass(self, projects: list[int], reconcile: bool, progress: Callable[[], None] | None = None) -> bool:
+        """Compare the source's fingerprints with the checkpoint's entries, both streamed in task
+        id order (a merge: memory stays flat in the number of tasks), a chunk at a time; sync
+        the tasks that differ; then remove what the source no longer has. False when stopped
+        before the end (nothing is removed then)."""
+        with Removals() as gone:
+            def forget(entry: Entry) -> None:
+                if self.leases is None or self.leases.valid(entry.project_id):
+                    gone.add(entry)
+
+            stored = _ByTask(self.checkpoint.entries(projects))
+            listing = self.source.fingerprints(projects)
+            while not self.stop.is_set():
+                chunk = list(itertools.islice(listing, CHUNK))
+                if not chunk:
+                    break
+                last_id = chunk[-1][0]
+                if self.leases is not None:  # projects handed to a process that joined are its now
+                    chunk = [row for row in chunk if self.leases.valid(row[1])]
+                entries = stored.upto(last_id, {row[0] for row in chunk}, forget)
+                kept: set[str] = set()  # keys of this chunk's tasks that stay
+                stale = self._stale(chunk, entries, kept, reconcile)
+                if stale:
+                    self._plan(self.source.documents(stale, projects), kept)
+                for task_entries in entries.values():
+                    for entry in task_entries:
+                        if entry.key not in kept:
+                            forget(entry)
+                if progress:
+                    progress()
+            self._drain()
+            if self.stop.is_set():
+                return False
+            for entry in stored.rest():
+                forget(entry)
+            self._remove(gone)
+        return True
+
+    def _stale(self, listing: list[tuple[int, int | None, str]], stored: dict[int, list[Entry]], kept: set[str],
+               reconcile: bool) -> list[int]:
+        """Tasks whose fingerprint changed since their document was written (``stored``: their
+        entries); the keys of the others go to ``kept``. In a full pass they count as unchanged
+        without being read or encoded (with ``checksum``, all are stale); ``reconcile`` checks
+        every entry of a task and does not count the unchanged."""
+        if self.options.checksum and not reconcile:
             return [task_id for task_id, _, _ in listing]
-        keys = {}
-        for task_id, project_id, _ in listing:
-            try:
-                keys[task_id] = self._render(task_id, project_id)
-            except UnsafeKey:
-                keys[task_id] = None  # read as stale: _plan reports it
-        previous = self.checkpoint.get_many(k for k in keys.values() if k)
         stale = []
-        for task_id, _, fingerprint in listing:
-            entry = previous.get(keys[task_id]) if keys[task_id] else None
-            if entry and entry.task_id == task_id and fingerprint and entry.fingerprint == fingerprint:
-                seen.add(entry.key)
+        for task_id, project_id, fingerprint in listing:
+            entries = stored.get(task_id, ())
+            if reconcile:
+                if entries and all(e.fingerprint == fingerprint for e in entries):
+                    kept.update(e.key for e in entries)
+                else:
+                    stale.append(task_id)
+                continue
+            try:
+                key = self._render(task_id, project_id)
+            except UnsafeKey:
+                key = None  # read as stale: _plan reports it
+            entry = next((e for e in entries if e.key == key), None)
+            if entry and fingerprint and entry.fingerprint == fingerprint:
+                kept.add(entry.key)
                 self._summary.scanned += 1
                 self._summary.unchanged += 1
             else:
@@ -301,6 +341,7 @@ class Syncer:
         self._summary = Summary()
         self._started = time.monotonic()
         self._fatal.clear()
+        self._claimed.clear()
         self.projects = self.source.projects()
         return self._summary
 
@@ -317,6 +358,7 @@ class Syncer:
         return self._summary
 
     def _drain(self) -> None:
+        self._submit_group()
         self.transfers.drain(self._done)
         if self._fatal:
             raise FatalStoreError(str(self._fatal[0]))
@@ -330,6 +372,10 @@ class Syncer:
         """PUT the documents whose bytes differ from what the checkpoint says was written."""
         planned: list[tuple[TaskDocument, str]] = []
         for doc in documents:
+            if self.stop.is_set():
+                # Stopping (SIGTERM, a fatal store error): what is planned but not yet handed to
+                # the store is left to the next pass; the caller removes nothing.
+                return
             self._summary.scanned += 1
             try:
                 key = self._render(doc.task_id, doc.project_id) if isinstance(doc, TaskDocument) else None
@@ -353,6 +399,8 @@ class Syncer:
         previous = self.checkpoint.get_many(key for _, key in planned)
         for doc, key in planned:
             before = previous.get(key)
+            if before is not None and before.task_id != doc.task_id:
+                self._claimed.add(key)
             action = plan_document(doc, key, before)
             if action.kind != "skip":
                 self._apply(action, doc.fingerprint)
@@ -364,19 +412,23 @@ class Syncer:
             elif doc.fingerprint and before.fingerprint != doc.fingerprint:
                 self.checkpoint.record_fingerprint(key, doc.fingerprint)
 
-    def _remove(self, gone: list[Entry]) -> None:
+    def _remove(self, gone: Removals) -> None:
         summary = self._summary
-        if gone and not self.source.complete:
-            summary.orphaned += len(gone)
-            summary.notes.append(f"{len(gone)} deletion(s) held back: some files are still being "
+        count = sum(1 for entry in gone if entry.key not in self._claimed) if self._claimed else gone.count
+        if count and not self.source.complete:
+            summary.orphaned += count
+            summary.notes.append(f"{count} deletion(s) held back: some files are still being "
                                  "written or cannot be read")
             return
-        removals, held_back = plan_removals(gone, self.options.delete, summary.failed > 0, self.options.max_delete)
+        kind, held_back = plan_removals(count, self.options.delete, summary.failed > 0, self.options.max_delete)
         if held_back:
             summary.notes.append(held_back)
             if "max_delete" in held_back:
                 summary.fail(held_back, reason="other")
-        for action in removals:
+        for entry in gone:
+            if entry.key in self._claimed:
+                continue
+            action = removal(kind, entry)
             if action.kind == "orphan":
                 summary.orphaned += 1
                 if self.options.orphan_lines:
@@ -406,6 +458,11 @@ class Syncer:
                       action.project_id)
             return
         store = self.store
+        if action.kind == "put" and self._put_many is not None:
+            self._group.append((action, fingerprint))
+            if len(self._group) >= GROUP:
+                self._submit_group()
+            return
         if action.kind == "put":
             doc = action.document
 
@@ -416,18 +473,37 @@ class Syncer:
                 store.delete(action.key)
         self.transfers.submit(op, (action, fingerprint), self._done)
 
-    def _done(self, tag: tuple[Action, str], future: Future) -> None:
-        action, fingerprint = tag
-        summary = self._summary
+    def _submit_group(self) -> None:
+        """Hand the grouped puts to the store as one batch (each recorded in the checkpoint
+        only once the whole batch is durable)."""
+        if not self._group:
+            return
+        group, self._group = self._group, []
+        put_many = self._put_many
+        items = [(action.key, action.document.body, action.document.sha256) for action, _ in group]
+        self.transfers.submit(lambda: put_many(items), group, self._done)
+
+    def _done(self, tag: tuple[Action, str] | list[tuple[Action, str]], future: Future) -> None:
         exc = future.exception()
-        if exc is None:
+        if isinstance(tag, list):  # a group of puts: one etag or error per object
+            results = [exc] * len(tag) if exc is not None else future.result()
+            for (action, fingerprint), result in zip(tag, results, strict=True):
+                self._finish(action, fingerprint, result)
+        else:
+            self._finish(*tag, exc if exc is not None else future.result())
+
+    def _finish(self, action: Action, fingerprint: str, result: object) -> None:
+        """Count one acknowledged write or delete (``result``: the etag of a put) and record it,
+        or count its failure (``result``: the exception)."""
+        summary = self._summary
+        if not isinstance(result, BaseException):
             tally = summary.tally(action.project_id) if action.project_id is not None else None
             if tally is not None:
                 summary.changed_projects.add(action.project_id)
             if action.kind == "put":
                 doc = action.document
                 self.checkpoint.record_put(action.key, action.task_id, action.project_id, doc.sha256,
-                                           len(doc.body), fingerprint, future.result())
+                                           len(doc.body), fingerprint, result)
                 summary.written += 1
                 if tally is not None:
                     tally.written += 1
@@ -439,11 +515,37 @@ class Syncer:
                     tally.deleted += 1
                 object_line("deleted %s (task %d, project %s)", action, "delete")
             return
-        if isinstance(exc, StoreError) and exc.fatal:
-            self._fatal.append(exc)
+        if isinstance(result, StoreError) and result.fatal:
+            self._fatal.append(result)
             self.stop.set()
-        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {exc}", action.task_id,
+        summary.fail(f"{action.kind} {action.key} (task {action.task_id}) failed: {result}", action.task_id,
                      project_id=action.project_id)
+
+
+class _ByTask:
+    """The checkpoint's entries, streamed in task id order, handed out a range of ids at a time."""
+
+    def __init__(self, entries: Iterator[Entry]):
+        self._entries = entries
+        self._next = next(entries, None)
+
+    def upto(self, last_id: int, wanted: set[int], other: Callable[[Entry], None]) -> dict[int, list[Entry]]:
+        """The entries of the ``wanted`` tasks up to ``last_id``, by task; those of the other
+        tasks up to there (not in the source) go to ``other`` as they come, never held."""
+        found: dict[int, list[Entry]] = {}
+        while self._next is not None and self._next.task_id <= last_id:
+            entry = self._next
+            if entry.task_id in wanted:
+                found.setdefault(entry.task_id, []).append(entry)
+            else:
+                other(entry)
+            self._next = next(self._entries, None)
+        return found
+
+    def rest(self) -> Iterator[Entry]:
+        while self._next is not None:
+            yield self._next
+            self._next = next(self._entries, None)
 
 
 def object_line(message: str, action: Action, kind: str, size: int | None = None) -> None:

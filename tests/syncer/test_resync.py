@@ -271,3 +271,28 @@ def test_check_reports_each_part(ls_db, tmp_path):
     assert bad.returncode == 1
     fails = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
     assert len(fails) == 2 and "does not exist" in fails[0] and "cannot be created" in fails[1]
+
+
+def test_a_key_a_gone_task_held_and_a_later_task_now_renders_is_kept(ls_db, tmp_path):
+    """Keys are compared with the checkpoint task by task, in id order: an entry of a task no
+    longer labeled is found gone before a later task writes the same key (a template that can
+    render one key for two tasks), and that key must then stay, holding the later task."""
+    out, state = tmp_path / "out", tmp_path / "state.sqlite3"
+    config = _write_config(tmp_path / "c.yaml", {"delete": True, "key_template": "{project_id}{task_id}.json"})
+    with sqlite3.connect(ls_db) as conn:  # project 14, a copy of project 1, holds task 4: key 144.json
+        columns = ", ".join(f'"{row[1]}"' for row in conn.execute("PRAGMA table_info(project)") if row[1] != "id")
+        conn.execute(f"INSERT INTO project (id, {columns}) SELECT 14, {columns} FROM project WHERE id = 1")
+        conn.execute("UPDATE task SET project_id = 14 WHERE id = 4")
+    assert resync(ls_db, out, state, config=config).returncode == 0
+    assert json.loads((out / "144.json").read_bytes())["id"] == 4
+    with sqlite3.connect(ls_db) as conn:  # task 4 loses its annotations; task 44 moves to project 1
+        conn.execute("DELETE FROM task_completion WHERE task_id = 4")
+        old_key = f"{conn.execute('SELECT project_id FROM task WHERE id = 44').fetchone()[0]}44.json"
+        conn.execute("UPDATE task SET project_id = 1 WHERE id = 44")
+    result = resync(ls_db, out, state, config=config)
+    assert result.returncode == 0, result.stderr
+    assert "1 written" in result.stderr and "1 deleted" in result.stderr, result.stderr
+    assert json.loads((out / "144.json").read_bytes())["id"] == 44
+    assert not (out / old_key).exists()
+    again = resync(ls_db, out, state, config=config)
+    assert "nothing to write" in again.stderr and "0 deleted" in again.stderr, again.stderr
