@@ -7,6 +7,7 @@ what it is unsure of and converges. It holds keys, hashes and fingerprints, neve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,3 +69,42 @@ class Checkpoint(Protocol):
 
     def close(self) -> None:
         """Flush and release the checkpoint (and its lock)."""
+
+
+class PendingRecords:
+    """The record side both checkpoints share: records wait in memory and are committed together
+    (group commits: one transaction per second or per 1,000 objects, not one per object).
+    A subclass writes them in ``_commit(pending)``; ``flush`` clears them once that returned."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple] = []
+        self._last_flush = time.monotonic()
+
+    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
+                   fingerprint: str = "", etag: str | None = None) -> None:
+        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint, etag or ""))
+        self._maybe_flush()
+
+    def record_fingerprint(self, key: str, fingerprint: str) -> None:
+        """The rows changed but the document did not: remember the rows' new fingerprint."""
+        self._pending.append(("fingerprint", key, fingerprint))
+        self._maybe_flush()
+
+    def record_delete(self, key: str) -> None:
+        self._pending.append(("delete", key))
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self._pending) >= 1000 or time.monotonic() - self._last_flush >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending records (in the order recorded: a later record of a key wins)."""
+        if not self._pending:
+            return
+        self._commit(self._pending)
+        self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    def _commit(self, pending: list[tuple]) -> None:
+        raise NotImplementedError

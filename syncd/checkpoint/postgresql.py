@@ -16,12 +16,11 @@ holder recorded.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from syncd.checkpoint.base import Entry
-from syncd.errors import ConfigError, SourceError
+from syncd.checkpoint.base import Entry, PendingRecords
+from syncd.errors import ConfigError, SourceError, one_line
 from syncd.sources.labelstudio.database import mask_url
 
 log = logging.getLogger("syncd")
@@ -76,7 +75,7 @@ def connect(url: str, application_name: str = "syncd-state") -> Any:
         return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=application_name,
                                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         raise SourceError(f"cannot connect to the state database {mask_url(url)}: {reason}") from None
 
 
@@ -105,7 +104,7 @@ def migrate(conn: Any, schema: str) -> None:
             log.info("state schema %s migrated to version %d", schema, version)
 
 
-class PostgresCheckpoint:
+class PostgresCheckpoint(PendingRecords):
     """Durable per-key state for one target in PostgreSQL. Use it from one thread."""
 
     def __init__(self, url: str, target: str, schema: str = "syncd", fence: str | None = None):
@@ -115,8 +114,7 @@ class PostgresCheckpoint:
         self.schema = schema
         self.fence = fence  # the lease holder whose records may be committed (replica mode)
         self._s = quote_schema(schema)
-        self._pending: list[tuple] = []
-        self._last_flush = time.monotonic()
+        super().__init__()
         self.fenced = 0  # records dropped because their project's lease was lost
         self.conn = connect(url)
         try:
@@ -187,28 +185,9 @@ class PostgresCheckpoint:
 
     # -------------------------------------------------------------- writes (after the store acked)
 
-    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
-                   fingerprint: str = "", etag: str | None = None) -> None:
-        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint, etag or ""))
-        self._maybe_flush()
-
-    def record_fingerprint(self, key: str, fingerprint: str) -> None:
-        self._pending.append(("fingerprint", key, fingerprint))
-        self._maybe_flush()
-
-    def record_delete(self, key: str) -> None:
-        self._pending.append(("delete", key))
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        if len(self._pending) >= 1000 or time.monotonic() - self._last_flush >= 1.0:
-            self.flush()
-
-    def flush(self) -> None:
-        """Commit the pending records: one statement per kind (not per record), in one transaction."""
-        if not self._pending:
-            return
-        puts, fingerprints, deletes = _collapse(self._pending)
+    def _commit(self, pending: list[tuple]) -> None:
+        """One statement per kind (not per record), in one transaction."""
+        puts, fingerprints, deletes = _collapse(pending)
         s = self._s
         params: dict[str, Any] = {"target": self.target, "fence": self.fence}
 
@@ -246,8 +225,6 @@ class PostgresCheckpoint:
                     "written_at = excluded.written_at, fingerprint = excluded.fingerprint, etag = excluded.etag",
                     {**params, **columns})
                 self.fenced += len(puts) - cur.rowcount
-        self._pending.clear()
-        self._last_flush = time.monotonic()
 
     def target_id(self) -> str | None:
         rows = self._rows("SELECT value FROM {s}.meta WHERE name = %s", [f"target_id {self.target}"])

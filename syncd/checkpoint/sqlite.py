@@ -10,11 +10,10 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from syncd.checkpoint.base import Entry
+from syncd.checkpoint.base import Entry, PendingRecords
 from syncd.errors import ConfigError
 
 SCHEMA = """
@@ -39,15 +38,14 @@ MIGRATIONS = {"etag": "ALTER TABLE objects ADD COLUMN etag TEXT NOT NULL DEFAULT
 COLUMNS = "key, task_id, project_id, sha256, size, fingerprint, etag"
 
 
-class SqliteCheckpoint:
+class SqliteCheckpoint(PendingRecords):
     """Durable per-key state for one target. Not thread-safe: use it from one thread."""
 
     def __init__(self, path: Path, target: str):
         self.path = path
         self.target = target
         self.db: sqlite3.Connection | None = None
-        self._pending: list[tuple] = []
-        self._last_flush = time.monotonic()
+        super().__init__()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock_path = path.with_name(path.name + ".lock")
@@ -145,31 +143,10 @@ class SqliteCheckpoint:
 
     # -------------------------------------------------------------- writes (after the store acked)
 
-    def record_put(self, key: str, task_id: int, project_id: int | None, sha256: str, size: int,
-                   fingerprint: str = "", etag: str | None = None) -> None:
-        self._pending.append(("put", key, task_id, project_id, sha256, size, time.time(), fingerprint, etag or ""))
-        self._maybe_flush()
-
-    def record_fingerprint(self, key: str, fingerprint: str) -> None:
-        """The rows changed but the document did not: remember the rows' new fingerprint."""
-        self._pending.append(("fingerprint", key, fingerprint))
-        self._maybe_flush()
-
-    def record_delete(self, key: str) -> None:
-        self._pending.append(("delete", key))
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        # Group commits: one fsync per second or per 1,000 objects instead of one per object.
-        if len(self._pending) >= 1000 or time.monotonic() - self._last_flush >= 1.0:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
+    def _commit(self, pending: list[tuple]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for item in self._pending:
+            for item in pending:
                 if item[0] == "put":
                     self.db.execute(
                         "INSERT INTO objects (target, key, task_id, project_id, sha256, size, written_at, "
@@ -187,8 +164,6 @@ class SqliteCheckpoint:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self._pending.clear()
-        self._last_flush = time.monotonic()
 
     def target_id(self) -> str | None:
         """The id of the target's marker when this checkpoint was last in step with it."""
