@@ -27,7 +27,7 @@ from syncd import logs
 from syncd.bundles.build import PublishedBundle
 from syncd.bundles.scheduler import BundleWorker
 from syncd.config import Config
-from syncd.errors import ConfigError, SourceError, StoreError, SyncdError
+from syncd.errors import ConfigError, SourceError, StoreError, SyncdError, one_line
 from syncd.leases import holders
 from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.health import Health
@@ -156,12 +156,12 @@ class Daemon:
                     if isinstance(exc, FatalStoreError) and not exc.retryable:
                         # A missing bucket or denied access does not heal by waiting here; exiting
                         # lets the supervisor (systemd, Kubernetes) restart syncd with its backoff.
-                        log.error("%s; exiting", _one_line(exc))
+                        log.error("%s; exiting", one_line(exc))
                         return 1
                     if isinstance(exc, MissingDatabase) and not self._announced_ready:
                         raise  # a database path that never existed: a configuration error
                     now = time.monotonic()
-                    reason = _one_line(exc)
+                    reason = one_line(exc)
                     self.health.set(False, reason)
                     self.behind_since = self.behind_since or time.time()
                     self.metrics.failures.labels(_reason(exc)).inc()
@@ -436,11 +436,6 @@ def _state_text(cfg: Config, session: Session) -> str:
         return f"PostgreSQL {mask_url(session.leases.url if session.leases else str(cfg.state))} " \
                f"(schema {cfg.state_schema})"
     return f"SQLite file {path}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,6 +5,13 @@ that is wrong and what to do about it; the CLI prints it without a traceback.
 """
 
 
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for logs
+    and error lines that quote a driver's or an SDK's error."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class SyncdError(Exception):
     """An expected failure, reported to the user as one line."""
 

@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from syncd.checkpoint.postgresql import connect, migrate, quote_schema
+from syncd.errors import one_line
 
 log = logging.getLogger("syncd")
 
@@ -193,7 +194,7 @@ class ProjectLeases:
                     failing_since = time.monotonic()
                     log.warning("%s cannot renew its leases in the state database (%s); retrying, and writing "
                                 "nothing for projects whose lease ran out", self.holder,
-                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                                one_line(exc))
                 try:
                     self.conn.close()
                 except Exception:  # noqa: BLE001, S110 - reconnected on the next try

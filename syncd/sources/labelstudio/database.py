@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
-from syncd.errors import ConfigError, SourceError
+from syncd.errors import ConfigError, SourceError, one_line
 
 # Tables a Label Studio database always has; their absence means "not Label Studio".
 REQUIRED_TABLES = ("task", "task_completion", "project")
@@ -255,7 +255,7 @@ def _connect_postgres(url: str) -> Database:
         rows = conn.execute("SELECT table_name FROM information_schema.tables "
                             "WHERE table_schema = current_schema()").fetchall()
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         raise SourceError(f"cannot connect to PostgreSQL at {shown}: {reason}; check the URL, "
                           "credentials and that the server is up") from None
     return Database(url=shown, dialect="postgresql", conn=conn, connect_url=original, tables={r[0] for r in rows})
