@@ -98,13 +98,19 @@ def data() -> tuple[bytes, str]:
     return body, hashlib.sha256(body).hexdigest()
 
 
-@pytest.mark.parametrize("kind", ["symlink", "file"])
-def test_syncd_tmp_that_is_not_a_directory_is_refused(tmp_path, kind):
+def precious_and_target(tmp_path):
+    """A folder outside the target holding a file that must survive, and an empty target."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep me")
     target = tmp_path / "target"
     target.mkdir()
+    return outside, target
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_syncd_tmp_that_is_not_a_directory_is_refused(tmp_path, kind):
+    outside, target = precious_and_target(tmp_path)
     if kind == "symlink":
         (target / TMP_DIR).symlink_to(outside)
     else:
@@ -119,11 +125,7 @@ def test_syncd_tmp_that_is_not_a_directory_is_refused(tmp_path, kind):
 
 
 def test_resync_and_check_refuse_a_linked_syncd_tmp_in_one_line(ls_db, tmp_path):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "precious.txt").write_text("keep me")
-    target = tmp_path / "target"
-    target.mkdir()
+    outside, target = precious_and_target(tmp_path)
     (target / TMP_DIR).symlink_to(outside)
     for command in ("resync", "check"):
         result = run_syncd(command, "--db", f"sqlite:///{ls_db}", "--target", str(target), "--state",
