@@ -30,6 +30,7 @@ class BadTask(SyncdError):
     def __init__(self, task_id: int, message: str, project_id: int | None = None):
         where = f"task {task_id}" if project_id is None else f"task {task_id} (project {project_id})"
         super().__init__(f"{where}: {message}")
+        self.reason = message
         self.task_id = task_id
         self.project_id = project_id
 

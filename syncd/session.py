@@ -61,11 +61,14 @@ def open_store(cfg: Config, stop: threading.Event | None = None) -> Store:
                           stop=stop)
 
 
-def open_cfg_source(cfg: Config, *, one_shot: bool = False, predictions: str | None = None) -> Source:
+def open_cfg_source(cfg: Config, *, one_shot: bool = False, predictions: str | None = None,
+                    syncing: bool = False) -> Source:
     """The source of ``cfg.db``; ``predictions`` overrides the config's (bundles and ``convert``
-    want Label Studio's bare ids)."""
+    want Label Studio's bare ids). ``syncing``: the source of a sync, whose big passes build
+    documents in ``cfg.build_workers`` processes."""
     return open_source(cfg.db, batch_size=cfg.batch_size, one_shot=one_shot,
-                       options=DocumentOptions(predictions=predictions or cfg.predictions))
+                       options=DocumentOptions(predictions=predictions or cfg.predictions),
+                       build_workers=cfg.build_workers if syncing else 0)
 
 
 def open_bundle_source(cfg: Config) -> Source:
@@ -118,7 +121,7 @@ def open_session(cfg: Config, *, one_shot: bool, stop: threading.Event | None = 
     try:
         store = open_store(cfg, stop)
         opened.append(store)
-        source = open_cfg_source(cfg, one_shot=one_shot)
+        source = open_cfg_source(cfg, one_shot=one_shot, syncing=True)
         opened.append(source)
         scratch = leases = None
         state = state_location(cfg.state)

@@ -277,8 +277,22 @@ class Syncer:
                 if self.leases is None or self.leases.valid(entry.project_id):
                     gone.add(entry)
 
+            def settle(documents: Iterable[TaskDocument | BadTask], kept: set[str],
+                       entries: dict[int, list[Entry]]) -> None:
+                self._plan(documents, kept)
+                for task_entries in entries.values():
+                    for entry in task_entries:
+                        if entry.key not in kept:
+                            forget(entry)
+                if progress:
+                    progress()
+
             stored = _ByTask(self.checkpoint.entries(projects))
             listing = self.source.fingerprints(projects)
+            # A chunk's documents are asked for before the previous chunk's are planned: a source
+            # that builds them in other processes (a Label Studio database) works on them while
+            # this one writes and checkpoints.
+            previous: tuple | None = None
             while not self.stop.is_set():
                 chunk = list(itertools.islice(listing, CHUNK))
                 if not chunk:
@@ -289,14 +303,12 @@ class Syncer:
                 entries = stored.upto(last_id, {row[0] for row in chunk}, forget)
                 kept: set[str] = set()  # keys of this chunk's tasks that stay
                 stale = self._stale(chunk, entries, kept, reconcile)
-                if stale:
-                    self._plan(self.source.documents(stale, projects), kept)
-                for task_entries in entries.values():
-                    for entry in task_entries:
-                        if entry.key not in kept:
-                            forget(entry)
-                if progress:
-                    progress()
+                documents = self.source.documents(stale, projects) if stale else ()
+                if previous is not None:
+                    settle(*previous)
+                previous = (documents, kept, entries)
+            if previous is not None and not self.stop.is_set():
+                settle(*previous)
             self._drain()
             if self.stop.is_set():
                 return False

@@ -25,6 +25,7 @@ from syncd.errors import BadTask, SourceError
 from syncd.keys import slugify
 from syncd.sources.base import Cursor, Feed, Project, Wake, batched
 from syncd.sources.labelstudio import notify
+from syncd.sources.labelstudio.builders import MIN_TASKS, DocumentBuilders
 from syncd.sources.labelstudio.database import ROW_ERRORS, Column, Database, NotUtf8, format_timestamp, sqlite_path
 from syncd.sources.watch import watch_paths
 
@@ -67,12 +68,15 @@ class LabelStudioSource:
     """Reads labeled tasks from an open Label Studio ``Database``; documents are made with
     ``options`` (``syncd.document.build_document``)."""
 
-    def __init__(self, db: Database, batch_size: int = DEFAULT_BATCH, options: DocumentOptions | None = None):
+    def __init__(self, db: Database, batch_size: int = DEFAULT_BATCH, options: DocumentOptions | None = None,
+                 workers: int = 0):
         self.db = db
         self.batch_size = batch_size
         self.options = options or DocumentOptions()
         self._users: dict[int, User] | None = None
         self._db_file = sqlite_path(db.connect_url) if db.dialect == "sqlite" else None
+        # Processes building documents for big passes (``builders``); 0: all in this one.
+        self._builders = DocumentBuilders(db.connect_url, batch_size, self.options, workers) if workers else None
 
     @property
     def url(self) -> str:
@@ -83,19 +87,36 @@ class LabelStudioSource:
     def documents(self, task_ids: Iterable[int] | None = None,
                   project_ids: Iterable[int] = ()) -> Iterator[TaskDocument | BadTask]:
         projects = list(project_ids)
-        chunks = self._labeled_ids(projects) if task_ids is None else batched(task_ids, self.batch_size)
+        if task_ids is None:
+            chunks: Iterable[list[int]] = self._labeled_ids(projects)
+        else:
+            ids = sorted(set(task_ids))
+            chunks = batched(ids, self.batch_size)
+            if self._builders is not None and len(ids) >= MIN_TASKS:
+                return iter(self._builders.documents(chunks, projects))
+        return self._documents(chunks, projects)
+
+    def _documents(self, chunks: Iterable[list[int]], projects: list[int]) -> Iterator[TaskDocument | BadTask]:
         known = self.projects()
         for chunk in chunks:
-            batch = self._read_isolated(chunk, projects)
-            users = self._users_for([rows for rows in batch if isinstance(rows, TaskRows)])
-            for rows in batch:
-                if isinstance(rows, BadTask):
-                    yield rows
-                    continue
-                try:
-                    yield build_document(rows, known.get(rows.project_id), users, self.options)
-                except BadTask as exc:
-                    yield exc
+            yield from self.build_batch(chunk, projects, known)
+
+    def build_batch(self, ids: list[int], project_ids: list[int],
+                    known: dict[int, Project]) -> list[TaskDocument | BadTask]:
+        """The documents of one batch of tasks, read in one short transaction (``known``: the
+        projects, for data fields named ``$undefined$``)."""
+        batch = self._read_isolated(ids, project_ids)
+        users = self._users_for([rows for rows in batch if isinstance(rows, TaskRows)])
+        built: list[TaskDocument | BadTask] = []
+        for rows in batch:
+            if isinstance(rows, BadTask):
+                built.append(rows)
+                continue
+            try:
+                built.append(build_document(rows, known.get(rows.project_id), users, self.options))
+            except BadTask as exc:
+                built.append(exc)
+        return built
 
     def _read_isolated(self, ids: list[int], project_ids: list[int]) -> list[TaskRows | BadTask]:
         """``read_tasks``; when a row of the batch cannot be read at all, each task on its own,
@@ -140,7 +161,11 @@ class LabelStudioSource:
         return None
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            if self._builders is not None:
+                self._builders.close()
+        finally:
+            self.db.close()
 
     def _users_for(self, batch: list[TaskRows]) -> dict[int, User]:
         users = self.users()

@@ -1,0 +1,107 @@
+"""Documents built in worker processes (``syncd.sources.labelstudio.builders``) are the ones the
+main process builds: Label Studio's export, on SQLite and PostgreSQL, bad tasks included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+
+import pytest
+
+from syncd.document import DocumentOptions, TaskDocument
+from syncd.errors import BadTask, SourceError
+from syncd.sources.labelstudio import LabelStudioSource
+from syncd.sources.labelstudio import source as source_module
+from syncd.sources.labelstudio.database import connect
+from tests.bigdb import multiply
+from tests.conftest import EXAMPLE_DB, exported_tasks, fixture_projects, run_syncd
+
+
+@pytest.fixture(autouse=True)
+def any_size_in_workers(monkeypatch):
+    monkeypatch.setattr(source_module, "MIN_TASKS", 1)  # the fixture is far below the real threshold
+
+
+def build(url: str, workers: int, ids: list[int] | None = None) -> dict[int, TaskDocument | BadTask]:
+    # batches of 7: several batches in flight at once, more than the workers
+    source = LabelStudioSource(connect(url), batch_size=7, options=DocumentOptions(predictions="ids"),
+                               workers=workers)
+    try:
+        if ids is None:
+            ids = [row[0] for row in source.db.query("SELECT id FROM task")]  # labeled or not
+        docs = {doc.task_id: doc for doc in source.documents(ids)}
+        if workers:
+            assert source._builders._pool is not None, "the documents were not built in worker processes"
+        return docs
+    finally:
+        source.close()
+
+
+def test_worker_documents_equal_label_studio_export_on_sqlite(fixtures_dir, ls_db):
+    url = f"sqlite:///{ls_db}"
+    in_workers = build(url, workers=2)
+    expected = {}
+    for slug in fixture_projects(fixtures_dir):
+        expected |= exported_tasks(fixtures_dir / "exports" / slug / "JSON.annotated-only.json")
+    assert {tid: json.loads(doc.body) for tid, doc in in_workers.items()} == expected
+    here = build(url, workers=0)
+    assert {tid: (d.body, d.sha256, d.fingerprint, d.project_id) for tid, d in in_workers.items()} == \
+           {tid: (d.body, d.sha256, d.fingerprint, d.project_id) for tid, d in here.items()}
+
+
+def test_worker_documents_equal_label_studio_export_on_postgres(fixtures_dir, pg_label_studio):
+    expected = {}
+    for slug in fixture_projects(fixtures_dir):
+        for task_id, task in exported_tasks(fixtures_dir / "exports-postgres" / slug / "JSON.json").items():
+            if task["annotations"]:
+                task["annotations"].sort(key=lambda a: a["id"])
+                expected[task_id] = task
+    in_workers = build(pg_label_studio, workers=2)
+    assert {tid: json.loads(doc.body) for tid, doc in in_workers.items()} == expected
+
+
+def test_a_bad_task_comes_back_from_a_worker_as_the_same_bad_task(ls_db):
+    with sqlite3.connect(ls_db) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE task_completion SET result = '[{broken' WHERE id = 7")
+    url = f"sqlite:///{ls_db}"
+    in_workers, here = build(url, 2, [7, 8]), build(url, 0, [7, 8])
+    assert isinstance(in_workers[7], BadTask) and (in_workers[7].task_id, in_workers[7].project_id) == (7, 2)
+    assert str(in_workers[7]) == str(here[7])
+    assert "task_completion.result of row 7 is not valid JSON" in str(in_workers[7])
+    assert in_workers[8].body == here[8].body  # the other task of the batch is still fine
+
+
+def test_a_worker_killed_mid_pass_is_a_source_error_not_a_hang(ls_db):
+    source = LabelStudioSource(connect(f"sqlite:///{ls_db}"), batch_size=1, workers=2)
+    try:
+        ids = [row[0] for row in source.db.query("SELECT id FROM task")]
+        documents = iter(source.documents(ids))
+        next(documents)  # the workers are up
+        for pid in list(source._builders._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(SourceError, match="a document builder process died"):
+            list(documents)
+    finally:
+        source.close()
+
+
+def test_resync_with_workers_writes_what_one_process_writes(tmp_path):
+    db = tmp_path / "big.sqlite3"
+    labeled = multiply(EXAMPLE_DB, db, copies=40)
+    assert labeled >= 1000  # over MIN_TASKS for real: the subprocess does not see the monkeypatch
+    trees = {}
+    for workers in (0, 2):
+        config = tmp_path / f"w{workers}.yaml"
+        config.write_text(f"build_workers: {workers}\n")
+        out = tmp_path / f"out{workers}"
+        done = run_syncd("resync", "--config", str(config), "--db", f"sqlite:///{db}", "--target", str(out),
+                         "--state", str(tmp_path / f"state{workers}.sqlite3"))
+        assert done.returncode == 0, done.stderr
+        assert f"{labeled} written" in done.stderr
+        assert ("building documents in 2 worker processes" in done.stderr) == (workers == 2)
+        trees[workers] = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    assert len(trees[2]) == labeled
+    assert trees[2] == trees[0]
