@@ -20,6 +20,7 @@ MAX_KEY_BYTES = 1024  # S3, GCS and Azure all accept at least this much
 TMP_DIR = ".syncd-tmp"  # a local target's temporary files: no key may start with it
 SYNCD_DIR = ".syncd"  # syncd's own objects in a target (its marker): no key may start with it
 MAX_SEGMENT_BYTES = 255  # a file name on every common file system
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, exactly
 
 
 class UnsafeKey(ValueError):
@@ -84,7 +85,7 @@ def check_key(key: str) -> str:
         raise UnsafeKey(f"{key!r} is absolute")
     if "\\" in key:
         raise UnsafeKey(f"{key!r} contains a backslash")
-    if any(unicodedata.category(ch) == "Cc" for ch in key):
+    if _CONTROL.search(key):
         raise UnsafeKey(f"{key!r} contains a control character")
     parts = key.split("/")
     for part in parts:

@@ -288,7 +288,10 @@ class Syncer:
                     progress()
 
             stored = _ByTask(self.checkpoint.entries(projects))
-            listing = self.source.fingerprints(projects)
+            # Nothing recorded yet (a first sync), or --checksum: every task is built, and no
+            # fingerprint of the listing is compared (each document carries its own).
+            bare = stored.empty or (self.options.checksum and not reconcile)
+            listing = self.source.fingerprints(projects, bare=bare)
             # A chunk's documents are asked for before the previous chunk's are planned: a source
             # that builds them in other processes (a Label Studio database) works on them while
             # this one writes and checkpoints.
@@ -553,6 +556,11 @@ class _ByTask:
                 other(entry)
             self._next = next(self._entries, None)
         return found
+
+    @property
+    def empty(self) -> bool:
+        """No entry left (before the first ``upto``: none at all)."""
+        return self._next is None
 
     def rest(self) -> Iterator[Entry]:
         while self._next is not None:

@@ -62,8 +62,11 @@ class Source(Protocol):
         """How many labeled tasks each project has (projects without one are absent), in one
         grouped query: for the status page, on instances with thousands of projects."""
 
-    def fingerprints(self, project_ids: Iterable[int] = ()) -> Iterator[tuple[int, int | None, str]]:
-        """``(task_id, project_id, fingerprint)`` of every labeled task, in id order."""
+    def fingerprints(self, project_ids: Iterable[int] = (),
+                     bare: bool = False) -> Iterator[tuple[int, int | None, str]]:
+        """``(task_id, project_id, fingerprint)`` of every labeled task, in id order. ``bare``: the
+        fingerprints may be left out (``""``): a pass with no checkpoint entries to compare them
+        with (a first sync) builds every document anyway, and each carries its own."""
 
     def documents(self, task_ids: Iterable[int] | None = None,
                   project_ids: Iterable[int] = ()) -> Iterator[TaskDocument | BadTask]:

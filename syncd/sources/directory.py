@@ -177,7 +177,8 @@ class DirectorySource:
     def count_labeled_by_project(self, project_ids: Iterable[int] = ()) -> dict[int | None, int]:
         return dict(Counter(doc.project_id for doc in self._selected(project_ids)))
 
-    def fingerprints(self, project_ids: Iterable[int] = ()) -> Iterator[tuple[int, int | None, str]]:
+    def fingerprints(self, project_ids: Iterable[int] = (),
+                     bare: bool = False) -> Iterator[tuple[int, int | None, str]]:
         for doc in self._selected(project_ids):
             yield doc.task_id, doc.project_id, doc.fingerprint
 

@@ -71,7 +71,7 @@ def test_project_slugs_are_safe(title, slug):
 
 
 @pytest.mark.parametrize("key", ["../x.json", "/abs.json", "a//b.json", "a/./b.json", "a\\b.json",
-                                 "a\nb.json", "", "x" * 1025])
+                                 "a\nb.json", "a\x7fb.json", "a\x85b.json", "", "x" * 1025])
 def test_unsafe_keys_are_rejected(key):
     with pytest.raises(UnsafeKey):
         check_key(key)
@@ -79,6 +79,7 @@ def test_unsafe_keys_are_rejected(key):
 
 def test_unicode_and_spaces_are_fine_in_keys():
     assert check_key("Straße Nr 12/7.json") == "Straße Nr 12/7.json"
+    assert check_key("\xa0\u200b\u2028/7.json")  # no-break space, zero width space, line separator: not Cc
 
 
 def _syncd_in(cwd: Path, *args: str, env: dict | None = None):

@@ -105,3 +105,21 @@ def test_resync_with_workers_writes_what_one_process_writes(tmp_path):
         trees[workers] = {p.name: p.read_bytes() for p in out.glob("*.json")}
     assert len(trees[2]) == labeled
     assert trees[2] == trees[0]
+
+
+def test_workers_idle_after_the_big_pass_are_let_go(ls_db, monkeypatch):
+    from syncd.sources.labelstudio import builders
+
+    source = LabelStudioSource(connect(f"sqlite:///{ls_db}"), batch_size=7, workers=2)
+    try:
+        ids = [row[0] for row in source.db.query("SELECT id FROM task")]
+        big = [doc.task_id for doc in source.documents(ids)]
+        assert source._builders._pool is not None
+        monkeypatch.setattr(source_module, "MIN_TASKS", len(ids) + 1)  # what follows is small work
+        assert [doc.task_id for doc in source.documents(ids)] == big  # built here while workers are fresh
+        assert source._builders._pool is not None
+        monkeypatch.setattr(builders, "IDLE_SECONDS", 0.0)
+        assert [doc.task_id for doc in source.documents(ids)] == big
+        assert source._builders._pool is None
+    finally:
+        source.close()

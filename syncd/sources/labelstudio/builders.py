@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,6 +35,7 @@ log = logging.getLogger("syncd")
 
 MIN_TASKS = 1000  # fewer tasks than this are built in the calling process: a worker's start costs more
 MAX_WORKERS = 4  # past this the main process (writes, checkpoint) is the bottleneck
+IDLE_SECONDS = 120.0  # workers unused this long are stopped (see DocumentBuilders.idle)
 
 
 def default_workers() -> int:
@@ -59,18 +61,27 @@ class DocumentBuilders:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._generation = 0  # bumped per documents() call: workers re-read the projects then
+        self._used = 0.0
 
     def documents(self, batches: Iterable[list[int]], project_ids: list[int]) -> Iterator[TaskDocument | BadTask]:
         """The documents of each batch of task ids, in order. The first batches are handed to
         the workers at once (before iteration starts), so they are built while the caller
-        finishes its previous work; later ones as earlier ones are taken."""
+        finishes its previous work; later ones as earlier ones are taken. ``OSError`` before
+        any batch is taken when worker processes cannot be started here."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
                                              initargs=(self.connect_url, self.batch_size, self.options))
             log.info("building documents in %d worker processes (build_workers)", self.workers)
         self._generation += 1
+        self._used = time.monotonic()
         return _InOrder(self._pool, iter(batches), (self._generation, project_ids), 2 * self.workers)
+
+    def idle(self) -> None:
+        """Called on work too small for the workers: after ``IDLE_SECONDS`` without big work
+        (the daemon past its first pass) they are let go, with their connections."""
+        if self._pool is not None and time.monotonic() - self._used > IDLE_SECONDS:
+            self.close()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.document import DocumentOptions, TaskDocument, build_document
-from syncd.errors import BadTask, SourceError
+from syncd.errors import BadTask, SourceError, one_line
 from syncd.keys import slugify
 from syncd.sources.base import Cursor, Feed, Project, Wake, batched
 from syncd.sources.labelstudio import notify
@@ -93,7 +93,14 @@ class LabelStudioSource:
             ids = sorted(set(task_ids))
             chunks = batched(ids, self.batch_size)
             if self._builders is not None and len(ids) >= MIN_TASKS:
-                return iter(self._builders.documents(chunks, projects))
+                try:
+                    return iter(self._builders.documents(chunks, projects))
+                except OSError as exc:  # no /dev/shm for the pool's locks, a process limit
+                    log.warning("cannot start document builder processes (%s); building documents in "
+                                "this process (set build_workers: 0 to silence this)", one_line(exc))
+                    self._builders = None
+            elif self._builders is not None:
+                self._builders.idle()
         return self._documents(chunks, projects)
 
     def _documents(self, chunks: Iterable[list[int]], projects: list[int]) -> Iterator[TaskDocument | BadTask]:
@@ -268,9 +275,10 @@ class LabelStudioSource:
 
     # -------------------------------------------------------------- what changed
 
-    def fingerprints(self, project_ids: Iterable[int] = (), after_id: int = 0,
-                     batch: int = 5000) -> Iterator[tuple[int, int | None, str]]:
-        """``(task_id, project_id, fingerprint)`` of every labeled task after ``after_id``, in id order.
+    def fingerprints(self, project_ids: Iterable[int] = (), after_id: int = 0, batch: int = 5000,
+                     bare: bool = False) -> Iterator[tuple[int, int | None, str]]:
+        """``(task_id, project_id, fingerprint)`` of every labeled task after ``after_id``, in id order
+        (``bare``: with ``""`` for the fingerprint, not computed).
 
         The rows' fingerprint digests per-task aggregates of every row a document is made of
         (counts, id sums, latest ``updated_at``, stored sizes, ground-truth and cancelled flags),
@@ -282,6 +290,14 @@ class LabelStudioSource:
         where, params = _labeled_filter(projects)
         last_id = after_id
         while True:
+            if bare:
+                rows = self.db.query(f"SELECT t.id, t.project_id FROM task t WHERE t.id > ? AND {where} "
+                                     "ORDER BY t.id LIMIT ?", [last_id, *params, batch])
+                yield from ((task_id, project_id, "") for task_id, project_id in rows)
+                if not rows:
+                    return
+                last_id = rows[-1][0]
+                continue
             with self.db.snapshot():
                 ids = [r[0] for r in self.db.query(
                     f"SELECT t.id FROM task t WHERE t.id > ? AND {where} ORDER BY t.id LIMIT ?",
