@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 
 import pytest
 
 from syncd.document import DocumentOptions, TaskDocument
-from syncd.errors import BadTask, SourceError
+from syncd.errors import BadTask
 from syncd.sources.labelstudio import LabelStudioSource
 from syncd.sources.labelstudio import source as source_module
 from syncd.sources.labelstudio.database import connect
@@ -74,16 +75,40 @@ def test_a_bad_task_comes_back_from_a_worker_as_the_same_bad_task(ls_db):
     assert in_workers[8].body == here[8].body  # the other task of the batch is still fine
 
 
-def test_a_worker_killed_mid_pass_is_a_source_error_not_a_hang(ls_db):
-    source = LabelStudioSource(connect(f"sqlite:///{ls_db}"), batch_size=1, workers=2)
+def test_a_worker_killed_mid_pass_leaves_the_rest_to_this_process(ls_db, caplog):
+    url = f"sqlite:///{ls_db}"
+    expected = build(url, workers=0)
+    source = LabelStudioSource(connect(url), batch_size=1, options=DocumentOptions(predictions="ids"), workers=2)
     try:
         ids = [row[0] for row in source.db.query("SELECT id FROM task")]
         documents = iter(source.documents(ids))
-        next(documents)  # the workers are up
+        first = next(documents)  # the workers are up
         for pid in list(source._builders._pool._processes):
             os.kill(pid, signal.SIGKILL)
-        with pytest.raises(SourceError, match="a document builder process died"):
-            list(documents)
+        with caplog.at_level("WARNING", logger="syncd"):
+            docs = {doc.task_id: doc.body for doc in [first, *documents]}
+        assert docs == {tid: doc.body for tid, doc in expected.items()}  # every document, none twice
+        assert "a document builder process died" in caplog.text
+        assert source._builders.broken and source._builders._pool is None
+        assert {doc.task_id for doc in source.documents(ids)} == set(expected)  # later work: here
+    finally:
+        source.close()
+
+
+def test_workers_that_cannot_start_leave_the_work_to_this_process(ls_db, tmp_path, monkeypatch):
+    # The spawned workers cannot even start (here: the main module they re-import is gone, as
+    # for a script read from stdin): the documents are built in this process instead.
+    url = f"sqlite:///{ls_db}"
+    expected = build(url, workers=0)
+    gone = tmp_path / "gone.py"
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(gone), raising=False)
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None, raising=False)
+    source = LabelStudioSource(connect(url), batch_size=7, options=DocumentOptions(predictions="ids"), workers=2)
+    try:
+        ids = [row[0] for row in source.db.query("SELECT id FROM task")]
+        assert {doc.task_id: doc.body for doc in source.documents(ids)} == \
+               {tid: doc.body for tid, doc in expected.items()}
+        assert source._builders.broken
     finally:
         source.close()
 

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
@@ -62,12 +62,16 @@ class DocumentBuilders:
         self._pool: ProcessPoolExecutor | None = None
         self._generation = 0  # bumped per documents() call: workers re-read the projects then
         self._used = 0.0
+        self.broken = False  # a worker died: everything is built in the calling process since
 
-    def documents(self, batches: Iterable[list[int]], project_ids: list[int]) -> Iterator[TaskDocument | BadTask]:
+    def documents(self, batches: Iterable[list[int]], project_ids: list[int],
+                  here: Callable[[list[int]], list[TaskDocument | BadTask]]) -> Iterator[TaskDocument | BadTask]:
         """The documents of each batch of task ids, in order. The first batches are handed to
         the workers at once (before iteration starts), so they are built while the caller
         finishes its previous work; later ones as earlier ones are taken. ``OSError`` before
-        any batch is taken when worker processes cannot be started here."""
+        any batch is taken when worker processes cannot be started here. When a worker dies
+        (killed, out of memory, or it cannot start), the batches not yet built are built by
+        ``here`` in this process, and so is all later work: the run goes on, a little slower."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
@@ -75,7 +79,29 @@ class DocumentBuilders:
             log.info("building documents in %d worker processes (build_workers)", self.workers)
         self._generation += 1
         self._used = time.monotonic()
-        return _InOrder(self._pool, iter(batches), (self._generation, project_ids), 2 * self.workers)
+        return self._in_order(self._pool, _Ahead(self._pool, iter(batches), (self._generation, project_ids),
+                                                 2 * self.workers), here)
+
+    def _in_order(self, pool: ProcessPoolExecutor, ahead: _Ahead,
+                  here: Callable[[list[int]], list[TaskDocument | BadTask]]) -> Iterator[TaskDocument | BadTask]:
+        for ids, future in ahead:
+            try:
+                built = future.result()
+            except BrokenProcessPool as exc:
+                log.warning("a document builder process died (%s); building documents in this process "
+                            "from here on", one_line(exc))
+                self.broken = True
+                if self._pool is pool:
+                    self.close(wait=False)
+                yield from here(ids)
+                for ids, _ in ahead.rest():
+                    yield from here(ids)
+                return
+            for item in built:
+                if item[0] == "doc":
+                    yield TaskDocument(*item[1:])
+                else:
+                    yield BadTask(item[1], item[2], item[3])
 
     def idle(self) -> None:
         """Called on work too small for the workers: after ``IDLE_SECONDS`` without big work
@@ -83,41 +109,41 @@ class DocumentBuilders:
         if self._pool is not None and time.monotonic() - self._used > IDLE_SECONDS:
             self.close()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
 
-class _InOrder:
-    """Batches submitted ``ahead`` at a time; their documents handed out in submission order."""
+class _Ahead:
+    """Batches submitted ``ahead`` at a time (from the start), taken in submission order with
+    their futures."""
 
     def __init__(self, pool: ProcessPoolExecutor, batches: Iterator[list[int]], args: tuple, ahead: int):
         self._pool = pool
         self._batches = batches
         self._args = args
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[list[int], Future]] = deque()
         for _ in range(ahead):
             self._submit_next()
 
     def _submit_next(self) -> None:
         ids = next(self._batches, None)
         if ids is not None:
-            self._pending.append(self._pool.submit(_build_batch, ids, *self._args))
+            self._pending.append((ids, self._pool.submit(_build_batch, ids, *self._args)))
 
-    def __iter__(self) -> Iterator[TaskDocument | BadTask]:
+    def __iter__(self) -> Iterator[tuple[list[int], Future]]:
         while self._pending:
-            future = self._pending.popleft()
+            item = self._pending.popleft()
             self._submit_next()
-            try:
-                built = future.result()
-            except BrokenProcessPool as exc:  # a worker died (killed, out of memory)
-                raise SourceError(f"a document builder process died ({one_line(exc)}); run again") from None
-            for item in built:
-                if item[0] == "doc":
-                    yield TaskDocument(*item[1:])
-                else:
-                    yield BadTask(item[1], item[2], item[3])
+            yield item
+
+    def rest(self) -> Iterator[tuple[list[int], None]]:
+        """What is left, not to be submitted: the pending batches, then the others."""
+        while self._pending:
+            yield self._pending.popleft()[0], None
+        for ids in self._batches:
+            yield ids, None
 
 
 # ---------------------------------------------------------------- in the worker process

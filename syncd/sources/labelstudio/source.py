@@ -8,6 +8,7 @@ read transaction, so every task is consistent and Label Studio is never blocked 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -92,9 +93,10 @@ class LabelStudioSource:
         else:
             ids = sorted(set(task_ids))
             chunks = batched(ids, self.batch_size)
-            if self._builders is not None and len(ids) >= MIN_TASKS:
+            if self._builders is not None and not self._builders.broken and len(ids) >= MIN_TASKS:
+                here = functools.partial(self.build_batch, project_ids=projects, known=self.projects())
                 try:
-                    return iter(self._builders.documents(chunks, projects))
+                    return self._builders.documents(chunks, projects, here)
                 except OSError as exc:  # no /dev/shm for the pool's locks, a process limit
                     log.warning("cannot start document builder processes (%s); building documents in "
                                 "this process (set build_workers: 0 to silence this)", one_line(exc))
