@@ -38,7 +38,7 @@ class Config:
     max_delete: int | None = None
     transfers: int = 16  # measured: bench/bench_s3.py --sweep (BENCHMARKS.md)
     batch_size: int = 500
-    build_workers: int | None = None  # processes building documents in big passes; None: one per CPU, up to 4
+    build_workers: int | str = "auto"  # processes building documents in big passes; auto: one per CPU, up to 4
     log_format: str = "text"
     listen: str | None = "127.0.0.1:9187"  # syncd run: /healthz, /readyz, /metrics; empty: off
     poll_interval: float = 1.0  # syncd run: seconds between polls when no file event wakes it
@@ -223,7 +223,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if key == "batch_size":
         return whole_number(value, where, 1, 10000)
     if key == "build_workers":
-        return None if value is None or value == "auto" else whole_number(value, where, 0, 64)
+        if value is None or value == "auto":
+            return "auto"
+        try:
+            return whole_number(value, where, 0, 64)
+        except ConfigError:
+            raise ConfigError(f"{where}: must be auto or a whole number from 0 to 64, got {value!r}") from None
     if key == "bundles":
         return parse_bundle_config(value, where)
     if key == "notify":

@@ -68,7 +68,7 @@ def open_cfg_source(cfg: Config, *, one_shot: bool = False, predictions: str | N
     documents in ``cfg.build_workers`` processes."""
     return open_source(cfg.db, batch_size=cfg.batch_size, one_shot=one_shot,
                        options=DocumentOptions(predictions=predictions or cfg.predictions),
-                       build_workers=cfg.build_workers if syncing else 0)
+                       build_workers=(None if cfg.build_workers == "auto" else cfg.build_workers) if syncing else 0)
 
 
 def open_bundle_source(cfg: Config) -> Source:

@@ -179,6 +179,7 @@ def one_error_line(result) -> str:
 @pytest.mark.parametrize("values, expected", [
     ({"tragets": "x"}, "unknown key 'tragets'; did you mean 'target'?"),
     ({"transfers": "many"}, "transfers: must be a whole number from 1 to 256, got 'many'"),
+    ({"build_workers": -1}, "build_workers: must be auto or a whole number from 0 to 64, got -1"),
     ({"delete": "maybe"}, "delete: must be true or false, got 'maybe'"),
     ({"predictions": "some"}, "predictions: must be 'full'"),
     ({"key_template": "../{task_id}.json"}, "key_template: '../{task_id}.json' gives unsafe keys"),
