@@ -9,7 +9,7 @@ from syncd import logs
 from syncd.bundles.build import PublishedBundle, publish_changed
 from syncd.cli.args import add_common, config_from
 from syncd.config import Config
-from syncd.errors import ConfigError, SourceError, SyncdError
+from syncd.errors import ConfigError, SourceError, SyncdError, one_line
 from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.metrics import Metrics
 from syncd.ops.notify import open_notifications
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if summary.ok and notifications is not None:
             notifications.ping()  # a cron job's dead-man switch: pinged after every clean run
     except SyncdError as exc:
-        events.publish("sync.failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        events.publish("sync.failed", error=one_line(exc))
         if args.metrics_file:  # a cron job's monitoring must see the failed run too
             metrics.failed_run("database" if isinstance(exc, SourceError) else
                                "other" if isinstance(exc, ConfigError) else "storage")
