@@ -456,29 +456,33 @@ def _labeled_filter(project_ids: list[int]) -> tuple[str, list[Any]]:
     return where, list(project_ids)
 
 
+_json_text = json.JSONDecoder().decode  # json.loads for a str, without its per-call checks
+
+
 def _decode(cols: dict[str, Column], names: list[str], row: tuple, table: str,
             errors: list[str]) -> dict[str, Any]:
     """One row as Python values; what cannot be read is noted in ``errors`` (the task fails)."""
-    out: dict[str, Any] = {}
-    for name, value in zip(names, row, strict=True):
-        kind = cols[name].kind
-        if isinstance(value, NotUtf8):
+    out: dict[str, Any] = dict(zip(names, row, strict=True))
+    for name, value in out.items():
+        if value is None:
+            continue
+        if type(value) is NotUtf8:
             errors.append(f"{table}.{name} of row {out.get('id', '?')} is not valid UTF-8 text")
-            value = str(value)
-        if value is None or kind == "plain":
-            out[name] = value
-        elif kind == "json":
+            value = out[name] = str(value)
+        kind = cols[name].kind
+        if kind == "plain":
+            continue
+        if kind == "json":
             if isinstance(value, (str, bytes)):
                 try:
-                    value = json.loads(value)
+                    out[name] = _json_text(value) if type(value) is str else json.loads(value)
                 except ValueError as exc:
                     errors.append(f"{table}.{name} of row {out.get('id', '?')} is not valid JSON ({exc})")
-                    value = None
+                    out[name] = None
                 except RecursionError:
                     errors.append(f"{table}.{name} of row {out.get('id', '?')} nests deeper than syncd "
                                   f"reads JSON (about {sys.getrecursionlimit()} levels)")
-                    value = None
-            out[name] = value
+                    out[name] = None
         elif kind == "datetime":
             try:
                 out[name] = format_timestamp(value)
@@ -492,8 +496,6 @@ def _decode(cols: dict[str, Column], names: list[str], row: tuple, table: str,
                 out[name] = str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
             except ValueError:
                 out[name] = str(value)
-        else:
-            out[name] = value
     return out
 
 
