@@ -7,7 +7,9 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,7 +19,7 @@ from syncd.sources.labelstudio import LabelStudioSource
 from syncd.sources.labelstudio import source as source_module
 from syncd.sources.labelstudio.database import connect
 from tests.bigdb import multiply
-from tests.conftest import EXAMPLE_DB, exported_tasks, fixture_projects, run_syncd
+from tests.conftest import EXAMPLE_DB, REPO, exported_tasks, fixture_projects, run_syncd
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +150,29 @@ def test_workers_idle_after_the_big_pass_are_let_go(ls_db, monkeypatch):
         assert source._builders._pool is None
     finally:
         source.close()
+
+
+def test_ctrl_c_during_a_resync_with_workers_is_one_line_and_the_next_run_finishes(tmp_path):
+    db = tmp_path / "big.sqlite3"
+    labeled = multiply(EXAMPLE_DB, db, copies=100)
+    out, state = tmp_path / "out", tmp_path / "state.sqlite3"
+    args = [sys.executable, "-m", "syncd", "resync", "--db", f"sqlite:///{db}", "--target", str(out),
+            "--state", str(state), "--log-format", "text"]
+    # A terminal's Ctrl-C: SIGINT to the whole process group, workers included.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("*.json"))) < 100 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "building documents in" in stderr
+    assert proc.returncode in (0, 130), stderr  # 0: it had just finished
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    rest = run_syncd("resync", "--db", f"sqlite:///{db}", "--target", str(out), "--state", str(state))
+    assert rest.returncode == 0, rest.stderr
+    assert len(list(out.glob("*.json"))) == labeled

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -154,6 +155,10 @@ _projects: tuple[int, dict] = (0, {})
 
 def _start_worker(connect_url: str, batch_size: int, options: DocumentOptions) -> None:
     global _source
+    # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the main
+    # process handles them and stops its workers itself (no traceback from each worker).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from syncd.sources.labelstudio.database import connect
     from syncd.sources.labelstudio.source import LabelStudioSource
 
