@@ -36,7 +36,9 @@ def sample(tasks: list[dict], per_project: int) -> list[dict]:
     picked = [tasks[0], tasks[len(tasks) // 2], tasks[-1]] if tasks else []
     for has in (lambda t: t.get("drafts"), lambda t: t.get("predictions"),
                 lambda t: any(a.get("was_cancelled") for a in t.get("annotations", []))):
-        picked.extend(t for t in tasks[:5000] if has(t))  # (bounded: a sample, not a scan)
+        first = next((t for t in tasks if has(t)), None)
+        if first is not None:
+            picked.append(first)
     seen: dict[int, dict] = {}
     for t in picked:
         seen.setdefault(t["id"], t)
