@@ -6,13 +6,26 @@ then a no-op resync (nothing changed), optionally an incremental one after `gen_
     python bench/bench_resync.py --tasks 10000   # smaller
     python bench/bench_resync.py --mutate 1000 100 --json bench/out/resync.json
     python bench/bench_resync.py --tasks 10000 100000 --pairs 2   # memory and speed at two sizes
+    python bench/bench_resync.py --pairs 2 --baseline one-process label-studio --label-studio /work/ls-venv/bin/python
 
 With several ``--tasks`` sizes, each size runs its steps and the peak RSS of every step is printed
 as a ratio to the same step at the smallest size (issue 15's goal: 1M tasks within 1.2x of 100k).
-``--pairs N`` also times the full resync against a baseline in the same run, pair by pair,
-alternating which goes first: the same command with grouped local writes turned off (one fsync
-per object and one per folder, the path before issue 15). The load average is recorded with
-every step.
+``--pairs N`` also times the full resync against baselines in the same run, pair by pair
+(syncd, then the baseline right after it or right before it: who goes first alternates), and
+prints each pair's ratio and their median. ``--baseline`` picks them, several at once if wanted:
+
+- ``per-object`` (the default): the same command with grouped local writes turned off (one
+  fsync per object and one per folder, the path before issue 15);
+- ``one-process``: the same command with a config file saying ``build_workers: 0`` (documents
+  built in the main process, as before the build workers);
+- ``label-studio``: Label Studio's own JSON export of the same database (what its Export button
+  does, bench/ls_export_runner.py) run by ``--label-studio PYTHON``, the python of a virtualenv
+  holding label-studio 1.23.2, on a copy of the database made before the clock starts. The task
+  counts of both sides and a few tasks' content are compared after the first pair
+  (bench/ls_export_check.py; printed, not a failure). ``--label-studio`` alone means
+  ``--baseline label-studio`` and at least one pair.
+
+The load average is recorded with every step.
 
 Each step runs `python -m syncd resync --db sqlite:///DB --target DIR --state STATE` as a child
 process; wall time, tasks/s, CPU time and the child's peak RSS are reported. Peak RSS comes from GNU
@@ -118,7 +131,7 @@ def run_child(cmd: list[str], env: dict, log_prefix: Path, use_time: bool) -> di
             "stderr_tail": err_path.read_text(errors="replace")[-2000:], "load": os.getloadavg()[0]}
 
 
-# The baseline of --pairs: syncd with LocalStore.put_many hidden from the syncer (one put, two
+# Baseline per-object: syncd with LocalStore.put_many hidden from the syncer (one put, two
 # fsyncs, per object).
 PER_OBJECT = """\
 import sys
@@ -131,6 +144,17 @@ syncd.syncer.Syncer.__init__ = per_object
 from syncd.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+BASELINES = ("per-object", "one-process", "label-studio")
+LS_EXPORT_RUNNER = HERE / "ls_export_runner.py"
+LS_EXPORT_CHECK = HERE / "ls_export_check.py"
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def summary_line(output: str) -> str:
@@ -167,7 +191,14 @@ def main(argv=None) -> int:
                     help="also time an incremental resync after changing/deleting annotations "
                          "(on a copy of the database)")
     ap.add_argument("--pairs", type=int, default=0,
-                    help="also time N pairs of full resyncs: grouped writes vs one fsync per object")
+                    help="also time N pairs: a full resync against each --baseline, alternating who goes first")
+    ap.add_argument("--baseline", nargs="+", choices=BASELINES,
+                    help="what --pairs compares with: per-object (one fsync per object), one-process "
+                         "(build_workers: 0), label-studio (its JSON export; needs --label-studio). "
+                         "Default: label-studio with --label-studio, else per-object")
+    ap.add_argument("--label-studio", metavar="PYTHON",
+                    help="python of a virtualenv holding label-studio 1.23.2: its export is the "
+                         "label-studio baseline (without it: no Label Studio peer)")
     ap.add_argument("--work-dir", type=Path, default=OUT,
                     help="where the run directory (target, state, logs) is created (default bench/out)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -176,6 +207,14 @@ def main(argv=None) -> int:
                     help="command to run instead of '<python> -m syncd' (e.g. 'syncd')")
     ap.add_argument("--no-gnu-time", action="store_true", help="measure RSS with os.wait4 only")
     a = ap.parse_args(argv)
+    if a.baseline is None:
+        a.baseline = ["label-studio"] if a.label_studio else ["per-object"]
+    if "label-studio" in a.baseline:
+        if not a.label_studio:
+            ap.error("--baseline label-studio needs --label-studio PYTHON (a virtualenv with label-studio 1.23.2)")
+        a.pairs = max(a.pairs, 1)
+    if not a.label_studio:
+        print("no Label Studio peer: --label-studio PYTHON not given")
 
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -198,15 +237,38 @@ def main(argv=None) -> int:
             ratio = f"{r['peak_rss_mib'] / first['peak_rss_mib']:.2f}x" if first else "-"
             print(f"{run['labeled']:>9} {r['step']:<20} {r['wall_s']:>8.2f} {r['tasks_per_s']:>9.0f} "
                   f"{r['cpu_s']:>7.2f} {r['peak_rss_mib']:>13.1f} {ratio:>16} {r['load']:>5.2f} {r['exit']:>5}")
-        for grouped, per_object in run["pairs"]:
-            print(f"{run['labeled']:>9} pair: grouped {grouped['wall_s']:.2f}s vs one fsync per object "
-                  f"{per_object['wall_s']:.2f}s: {per_object['wall_s'] / grouped['wall_s']:.2f}x faster "
-                  f"(load {grouped['load']:.2f} / {per_object['load']:.2f})")
+    if any(run["pairs"] for run in runs):
+        print_pairs(runs)
     if a.json:
         payload = {"python": platform.python_version(), "cpus": os.cpu_count(), "runs": runs}
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(payload, indent=1) + "\n")
-    return 0 if all(r["exit"] == 0 for run in runs for r in run["steps"] + [x for p in run["pairs"] for x in p]) else 1
+    children = [r for run in runs for r in run["steps"] + [p[side] for p in run["pairs"] for side in ("syncd", "peer")]]
+    return 0 if all(r["exit"] == 0 for r in children) else 1
+
+
+def print_pairs(runs: list[dict]) -> None:
+    """One row per pair: both sides' wall s, CPU s, peak RSS and load, the ratio baseline/syncd;
+    then the median ratio per size and baseline."""
+    print()
+    print("pairs: syncd's full resync into a fresh directory against a baseline, one right after the other; "
+          "ratio = baseline wall / syncd wall")
+    print(f"{'tasks':>9} {'baseline':<13} {'#':>2} {'first':<8} {'syncd s':>8} {'cpu s':>7} {'MiB':>6} {'load':>5} "
+          f"{'base s':>8} {'cpu s':>7} {'MiB':>6} {'load':>5} {'ratio':>7}")
+    for run in runs:
+        for p in run["pairs"]:
+            ours, peer = p["syncd"], p["peer"]
+            print(f"{run['labeled']:>9} {p['baseline']:<13} {p['pair']:>2} {p['first']:<8} {ours['wall_s']:>8.2f} "
+                  f"{ours['cpu_s']:>7.2f} {ours['peak_rss_mib']:>6.0f} {ours['load']:>5.2f} {peer['wall_s']:>8.2f} "
+                  f"{peer['cpu_s']:>7.2f} {peer['peak_rss_mib']:>6.0f} {peer['load']:>5.2f} {p['ratio']:>6.2f}x")
+        for baseline in dict.fromkeys(p["baseline"] for p in run["pairs"]):
+            ratios = [p["ratio"] for p in run["pairs"] if p["baseline"] == baseline]
+            print(f"{run['labeled']:>9} {baseline:<13} median of {len(ratios)}: {median(ratios):.2f}x "
+                  f"(pair by pair: {' '.join(f'{r:.2f}' for r in ratios)})")
+        for p in run["pairs"]:
+            if "check" in p:
+                print(f"{run['labeled']:>9} label-studio coverage and content (pair {p['pair']}): "
+                      f"{json.dumps(p['check'])}")
 
 
 def bench_size(a: argparse.Namespace, tasks: int | None, base: list[str], env: dict, use_time: bool) -> dict:
@@ -228,20 +290,78 @@ def bench_size(a: argparse.Namespace, tasks: int | None, base: list[str], env: d
     run_dir = Path(tempfile.mkdtemp(prefix="resync-run-", dir=a.work_dir))
     target, state = run_dir / "target", run_dir / "state.sqlite3"
 
-    def resync(step: str, db_path: Path, into: Path = target, at: Path = state, command: list[str] = base) -> dict:
-        cmd = [*command, "resync", "--db", f"sqlite:///{db_path}", "--target", str(into), "--state", str(at)]
-        r = run_child(cmd, env, run_dir / step, use_time)
+    def timed(step: str, cmd: list[str], child_env: dict = env) -> dict:
+        r = run_child(cmd, child_env, run_dir / step.replace(" ", "-").replace("#", ""), use_time)
         r["step"] = step
-        r["summary"] = summary_line(r["stdout"] + r["stderr_tail"])
-        r["tasks"] = scanned(r["summary"], n_labeled)
-        r["tasks_per_s"] = r["tasks"] / r["wall_s"] if r["wall_s"] else 0.0
-        print(f"  {step}: {r['wall_s']:.2f}s exit {r['exit']} load {r['load']:.2f}  {r['summary']}", flush=True)
         if r["exit"] != 0:
             print(r["stderr_tail"], file=sys.stderr)
         return r
 
+    def resync(step: str, db_path: Path, into: Path = target, at: Path = state, command: list[str] = base,
+               options: tuple[str, ...] = ()) -> dict:
+        r = timed(step, [*command, "resync", "--db", f"sqlite:///{db_path}", "--target", str(into),
+                         "--state", str(at), *options])
+        r["summary"] = summary_line(r["stdout"] + r["stderr_tail"])
+        r["tasks"] = scanned(r["summary"], n_labeled)
+        r["tasks_per_s"] = r["tasks"] / r["wall_s"] if r["wall_s"] else 0.0
+        print(f"  {step}: {r['wall_s']:.2f}s exit {r['exit']} load {r['load']:.2f}  {r['summary']}", flush=True)
+        return r
+
+    def label_studio_export(step: str, db_copy: Path, out: Path) -> dict:
+        # Label Studio's own environment: the project's PYTHONPATH could shadow its modules.
+        ls_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        r = timed(step, [a.label_studio, str(LS_EXPORT_RUNNER), "--db", str(db_copy), "--out", str(out),
+                         "--data-dir", str(out.with_suffix(".ls-data"))], ls_env)
+        lines = r["stdout"].strip().splitlines()
+        r["export"] = json.loads(lines[-1]) if r["exit"] == 0 and lines else {}
+        r["tasks"] = n_labeled
+        r["tasks_per_s"] = r["tasks"] / r["wall_s"] if r["wall_s"] else 0.0
+        print(f"  {step}: {r['wall_s']:.2f}s exit {r['exit']} load {r['load']:.2f}  (Django start-up "
+              f"{r['export'].get('setup_s', 0):.1f}s, requests {r['export'].get('export_s', 0):.1f}s)", flush=True)
+        return r
+
+    def pair(i: int, baseline: str) -> dict:
+        """syncd's full resync into a fresh directory and the baseline, syncd first in odd pairs."""
+        into = run_dir / f"pair{i}-{baseline}-syncd"
+        peer_out = run_dir / f"pair{i}-{baseline}"
+        syncd_options: tuple[str, ...] = ()
+        if baseline == "label-studio":
+            db_copy = run_dir / "label-studio-copy.sqlite3"  # Label Studio writes to its database
+            shutil.copyfile(db, db_copy)
+        elif baseline == "one-process":
+            # Both sides read a config file, which differs only in build_workers.
+            (run_dir / "workers-auto.yaml").write_text("build_workers: auto\n")
+            (run_dir / "workers-0.yaml").write_text("build_workers: 0\n")
+            syncd_options = ("--config", str(run_dir / "workers-auto.yaml"))
+        done = {}
+        for side in ("syncd", "peer") if i % 2 == 1 else ("peer", "syncd"):
+            if side == "syncd":
+                done[side] = resync(f"full syncd #{i} vs {baseline}", db, into, into.with_suffix(".sqlite3"),
+                                    options=syncd_options)
+            elif baseline == "label-studio":
+                done[side] = label_studio_export(f"label-studio export #{i}", db_copy, peer_out)
+            elif baseline == "one-process":
+                done[side] = resync(f"full one-process #{i}", db, peer_out, peer_out.with_suffix(".sqlite3"),
+                                    options=("--config", str(run_dir / "workers-0.yaml")))
+            else:
+                done[side] = resync(f"full per-object #{i}", db, peer_out, peer_out.with_suffix(".sqlite3"),
+                                    [sys.executable, "-c", PER_OBJECT])
+        result = {"baseline": baseline, "pair": i, "first": "syncd" if i % 2 == 1 else "baseline", **done,
+                  "ratio": done["peer"]["wall_s"] / done["syncd"]["wall_s"] if done["syncd"]["wall_s"] else 0.0}
+        if baseline == "label-studio":
+            if i == 1 and done["peer"]["exit"] == 0:
+                check = subprocess.run([sys.executable, str(LS_EXPORT_CHECK), str(peer_out), str(into)],
+                                       capture_output=True, text=True)
+                result["check"] = json.loads(check.stdout) if check.returncode == 0 else check.stderr[-500:]
+                print(f"  label-studio coverage and content: {check.stdout.strip() or check.stderr[-500:]}", flush=True)
+            db_copy.unlink()
+            shutil.rmtree(peer_out.with_suffix(".ls-data"), ignore_errors=True)
+        for path in (into, peer_out):
+            shutil.rmtree(path, ignore_errors=True)
+        return result
+
     steps: list[dict] = []
-    pairs: list[tuple[dict, dict]] = []
+    pairs: list[dict] = []
     try:
         steps.append(resync("full", db))
         files, size = target_size(target)
@@ -258,16 +378,9 @@ def bench_size(a: argparse.Namespace, tasks: int | None, base: list[str], env: d
                   f"({m['tasks_changed']} + {m['tasks_deleted_from']} tasks, "
                   f"{m['tasks_emptied']} left without annotations)", flush=True)
             steps.append(resync("incremental", mdb))
-        per_object_cmd = [sys.executable, "-c", PER_OBJECT]
-        for i in range(a.pairs):
-            # Alternating which goes first, so a change of load hits both sides alike.
-            done = {}
-            for kind in (("grouped", "per-object") if i % 2 == 0 else ("per-object", "grouped")):
-                into = run_dir / f"pair{i}-{kind}"
-                done[kind] = resync(f"full {kind} #{i + 1}", db, into, into.with_suffix(".sqlite3"),
-                                    base if kind == "grouped" else per_object_cmd)
-                shutil.rmtree(into, ignore_errors=True)
-            pairs.append((done["grouped"], done["per-object"]))
+        for i in range(1, a.pairs + 1):
+            # Who goes first alternates, so a change of load hits both sides alike.
+            pairs.extend(pair(i, baseline) for baseline in a.baseline)
     finally:
         if not a.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -276,7 +389,8 @@ def bench_size(a: argparse.Namespace, tasks: int | None, base: list[str], env: d
     strip = ("stdout",)
     return {"db": str(db), "tasks": n_tasks, "labeled": n_labeled, "annotations": n_ann,
             "steps": [{k: v for k, v in r.items() if k not in strip} for r in steps],
-            "pairs": [tuple({k: v for k, v in r.items() if k not in strip} for r in pair) for pair in pairs]}
+            "pairs": [{k: ({n: x for n, x in v.items() if n not in strip} if k in ("syncd", "peer") else v)
+                       for k, v in p.items()} for p in pairs]}
 
 
 if __name__ == "__main__":
