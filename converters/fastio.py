@@ -83,6 +83,8 @@ def json_number(value: object) -> str:
             return _float_repr(value)  # type: ignore[arg-type]
     elif kind is int:
         return _int_repr(value)  # type: ignore[arg-type]
+    elif value is None:  # (COCO's size of an image without regions)
+        return "null"
     return compact_json(value)
 
 
