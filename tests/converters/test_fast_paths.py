@@ -135,8 +135,14 @@ def test_long_integers_stay_exact(json_backend):
 
 # ------------------------------------------------------------------------------ compact_json
 
+def _indented_json_bytes_decoded(value: object) -> str:
+    return fastio.indented_json_bytes(value).decode("utf-8")
+
+
 @pytest.mark.parametrize("fast,style", [(compact_json, {"separators": (",", ":")}),
-                                        (fastio.indented_json, {"indent": 2})], ids=["compact", "indented"])
+                                        (fastio.indented_json, {"indent": 2}),
+                                        (_indented_json_bytes_decoded, {"indent": 2})],
+                         ids=["compact", "indented", "indented-bytes"])
 def test_compact_json_equals_json_dumps(fast, style, json_backend):
     encode = json.JSONEncoder(ensure_ascii=False, **style).encode
     rnd = random.Random(5)
