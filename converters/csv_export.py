@@ -173,10 +173,12 @@ class _Body:
                 if fill is None:
                     fill = templates[columns] = _line_template(columns, fieldnames, colliding, self.sep, _EMPTY)
                 fills.append(fill)
-            lines = [fills[number](*cells) for number, cells in rows]
+            # each line encoded on its own: one with a character beyond Latin-1 (a dash in a
+            # caption) would make the joined text UCS-2, whose encoding is twice as slow
+            lines = [fills[number](*cells).encode("utf-8") for number, cells in rows]
             if lines:
-                lines.append("")
-                self.file.write("\r\n".join(lines).encode("utf-8"))
+                lines.append(b"")
+                self.file.write(b"\r\n".join(lines))
 
 
 class _Columns:
