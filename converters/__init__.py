@@ -4,23 +4,13 @@
 >>> config = converters.parse_label_config(xml)
 >>> converters.get("YOLO").convert(tasks, config, Path("out"))
 
-Every format lives in its own module and registers itself; ``converters.names()`` lists them in
-Label Studio's order and ``converters.get(name)`` returns one.
+Every format lives in its own module, which registers it when imported: ``converters.get(name)``
+returns one (importing its module the first time), ``converters.names()`` lists them all in Label
+Studio's order.
 """
 
 from __future__ import annotations
 
-from . import (  # noqa: F401  (imported for registration)
-    asr_manifest,
-    brush,
-    coco,
-    conll2003,
-    csv_export,
-    json_export,
-    json_min,
-    voc,
-    yolo,
-)
 from .base import (
     Converter,
     ConverterError,

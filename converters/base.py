@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,16 @@ class SortedFiles(Sequence[Path]):
 
 _REGISTRY: dict[str, Converter] = {}
 
+# The built-in formats and the module of this package that registers each. A module is imported
+# when one of its formats is first asked for: a conversion compiles and runs only its own
+# format's module (Python start-up is part of every ``syncd convert``), and ``names()`` imports
+# them all.
+_BUILTIN_MODULES = {
+    "JSON": "json_export", "JSON_MIN": "json_min", "CSV": "csv_export", "TSV": "csv_export",
+    "CONLL2003": "conll2003", "COCO": "coco", "VOC": "voc", "BRUSH_TO_NUMPY": "brush", "BRUSH_TO_PNG": "brush",
+    "ASR_MANIFEST": "asr_manifest", "YOLO": "yolo", "YOLO_OBB": "yolo",
+}
+
 
 def register(converter: Converter) -> Converter:
     _REGISTRY[converter.name] = converter
@@ -161,10 +172,19 @@ def register(converter: Converter) -> Converter:
 def get(name: str) -> Converter:
     """The converter registered under ``name`` (case-insensitive, ``-`` same as ``_``)."""
     key = name.strip().upper().replace("-", "_")
-    try:
-        return _REGISTRY[key]
-    except KeyError:
-        raise UnknownFormat(name) from None
+    found = _REGISTRY.get(key)
+    if found is None and key in _BUILTIN_MODULES:
+        importlib.import_module(f"{__package__}.{_BUILTIN_MODULES[key]}")
+        found = _REGISTRY.get(key)
+    if found is None:
+        raise UnknownFormat(name)
+    return found
+
+
+def _load_builtin() -> None:
+    """Import every built-in format's module (each registers its formats)."""
+    for module in dict.fromkeys(_BUILTIN_MODULES.values()):
+        importlib.import_module(f"{__package__}.{module}")
 
 
 _LS_ORDER = (
@@ -174,7 +194,8 @@ _LS_ORDER = (
 
 
 def names() -> list[str]:
-    """Registered format names, in Label Studio's order."""
+    """Registered format names (the built-in ones and any other registered), in Label Studio's order."""
+    _load_builtin()
     rank = {name: i for i, name in enumerate(_LS_ORDER)}
     return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
 

@@ -8,7 +8,6 @@ up front (plus any label found in results but missing from the config).
 from __future__ import annotations
 
 import math
-import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -62,7 +61,7 @@ def coco_categories(config: LabelConfig) -> tuple[list[dict], dict[str, int]]:
 def image_file_name(url: str) -> str:
     """``images[].file_name``: cloud URIs stay as they are, everything else is ``images/<name>``."""
     if url.startswith(UPLOAD_PREFIXES):  # the common case, first
-        return "images/" + posixpath.basename(url)
+        return "images/" + url[url.rfind("/") + 1:]  # (posixpath.basename)
     if is_cloud_uri(url):
         return url
     return "images/" + label_basename(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 from . import parallel
@@ -12,6 +13,8 @@ from .fastio import replacing
 from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import not_found, token_starts, tokens_in_text
+
+_START = itemgetter("start")
 
 
 class _LineEnds(dict):
@@ -35,11 +38,18 @@ def applies_to(config: LabelConfig) -> str | None:
 
 def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], list[str]]:
     """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks."""
-    if not (spans and all(s.get("start") is not None and s.get("end") is not None for s in spans)):
+    whole = False  # spans, each with a start and an end
+    if spans:
+        whole = True
+        for span in spans:
+            if span.get("start") is None or span.get("end") is None:
+                whole = False
+                break
+    if not whole:
         tokens = token_starts(text)[0]  # (which, like Label Studio, fails on a token not in the text)
         return tokens, ["O"] * len(tokens)
     tokens = tokens_in_text(text)
-    pending = sorted(spans, key=lambda s: s["start"])
+    pending = sorted(spans, key=_START)
     pending.reverse()  # pop() from the end = the next span by start
     span = pending.pop()
     span_start, span_end = span["start"], span["end"] - 1
@@ -88,10 +98,11 @@ class ConllJob:
         blocks = []
         for item in items:
             try:
-                spans = next(
-                    (v for v in item.output.values() if v and str(v[0].get("type", "")).lower() == "labels"),
-                    None,
-                )
+                spans = None  # the first control's results that are Labels
+                for values in item.output.values():
+                    if values and str(values[0].get("type", "")).lower() == "labels":
+                        spans = values
+                        break
                 text = item.input[data_key]
                 if not isinstance(text, str):
                     raise TypeError(f"data[{data_key!r}] is not a string")

@@ -26,8 +26,8 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "indented_json", "json_number", "json_string",
-           "replacing", "write_all", "write_chunks"]
+__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "indented_json", "indented_json_bytes",
+           "json_number", "json_string", "replacing", "write_all", "write_chunks"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _json_indented = json.JSONEncoder(ensure_ascii=False, indent=2).encode
@@ -57,17 +57,29 @@ def indented_json(value: object, finite: bool = False) -> str:
     return _json_text(value, _INDENT_2, _json_indented, finite)
 
 
+def indented_json_bytes(value: object, finite: bool = False) -> bytes:
+    """``indented_json(value, finite)`` encoded in UTF-8 (orjson's bytes as they are)."""
+    raw = _orjson_json(value, _INDENT_2, finite)
+    return _json_indented(value).encode("utf-8") if raw is None else raw
+
+
 def _json_text(value: object, option: int, encode: Callable[[object], str], finite: bool = False) -> str:
-    if _orjson is not None:
-        try:
-            raw = _orjson.dumps(value, option=option)
-        except TypeError:
-            return encode(value)
-        if (b"0.0000" in raw or EXPONENT.search(raw) is not None
-                or not finite and b"null" in raw and _non_finite(value)):
-            return encode(value)
-        return raw.decode("utf-8")
-    return encode(value)
+    raw = _orjson_json(value, option, finite)
+    return encode(value) if raw is None else raw.decode("utf-8")
+
+
+def _orjson_json(value: object, option: int, finite: bool) -> bytes | None:
+    """orjson's JSON of ``value`` when it is the json module's (see ``compact_json``), else None."""
+    if _orjson is None:
+        return None
+    try:
+        raw = _orjson.dumps(value, option=option)
+    except TypeError:
+        return None
+    if (b"0.0000" in raw or EXPONENT.search(raw) is not None
+            or not finite and b"null" in raw and _non_finite(value)):
+        return None
+    return raw
 
 
 _float_repr = float.__repr__
@@ -83,6 +95,8 @@ def json_number(value: object) -> str:
             return _float_repr(value)  # type: ignore[arg-type]
     elif kind is int:
         return _int_repr(value)  # type: ignore[arg-type]
+    elif value is None:  # (COCO's size of an image without regions)
+        return "null"
     return compact_json(value)
 
 

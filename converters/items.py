@@ -123,8 +123,6 @@ class MalformedTask(ValueError):
 _NO_EXTRA: dict = {}  # Item.extra of tasks without "agreement" (shared: read, never changed)
 
 
-_MISS = object()
-
 
 def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -> list[Item]:
     """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task)."""
@@ -158,10 +156,8 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
     if len(kept) > 1:
         kept.sort(key=_created_key, reverse=True)
 
-    control_types = config.control_type_map
-    match_cache = config._match_cache
-    match = config.match_control
-    no_schema = not control_types
+    plans = _region_plans(config)
+    no_schema = not plans.control_types
     items = []
     for a in kept:
         who = a["completed_by"] if "completed_by" in a else None
@@ -177,20 +173,32 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
             from_name = r.get("from_name")
             if not from_name:
                 continue
-            if isinstance(from_name, str):
-                tag_name = match_cache.get(from_name, _MISS)
-                if tag_name is _MISS:
-                    tag_name = match(from_name)
-            else:
-                tag_name = None
-            if tag_name:
+            plan = plans[from_name] if isinstance(from_name, str) else None
+            if plan is not None:
+                tag_type, labels_key, coordinates = plan
                 value = r.get("value")
-                if not isinstance(value, dict):
+                if value.__class__ is not dict and not isinstance(value, dict):
                     raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')} has no value")
-                tag_type = control_types[tag_name]
-                problem = _region_problem(value, tag_type)
-                if problem is not None:
-                    raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')}: {problem}")
+                # the region check (``_region_problem``), inlined for the common case: labels that
+                # are strings, coordinates that are floats or ints
+                checked = True
+                if labels_key is not None:
+                    labels = value.get(labels_key)
+                    if labels is not None:
+                        if labels.__class__ is list:
+                            for label in labels:
+                                if label.__class__ is not str:
+                                    checked = False
+                        else:
+                            checked = False
+                for name in coordinates:
+                    kind = value.get(name).__class__
+                    if kind is not float and kind is not int:
+                        checked = False
+                if not checked:
+                    problem = _region_problem(value, tag_type)
+                    if problem is not None:
+                        raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')}: {problem}")
                 v = {**value, "type": tag_type}
                 if "original_width" in r:
                     v["original_width"] = r["original_width"]
@@ -219,6 +227,35 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
         items.append(Item(task_id, data, outputs, who, a.get("id"), a.get("created_at"), a.get("updated_at"),
                           a.get("lead_time"), a.get("history"), a.get("was_cancelled"), extra))
     return items
+
+
+class _RegionPlans(dict):
+    """A result's ``from_name`` -> (its control's tag type, the key of its label list or None, the
+    coordinates it needs), or None when it names no control of the config: one look-up per
+    result instead of matching the name, then the type, then its region spec."""
+
+    def __init__(self, config: LabelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.control_types = config.control_type_map
+
+    def __missing__(self, from_name: str) -> tuple[str, str | None, tuple[str, ...]] | None:
+        tag_name = self.config.match_control(from_name)
+        plan = None
+        if tag_name:
+            tag_type = self.control_types[tag_name]
+            plan = (tag_type, *(_REGION_SPECS.get(tag_type) or _region_spec(tag_type)))
+        if len(self) < 10000:  # (as the config's own cache of matches)
+            self[from_name] = plan
+        return plan
+
+
+def _region_plans(config: LabelConfig) -> _RegionPlans:
+    """The config's ``_RegionPlans``, made again when its controls changed."""
+    plans = config._region_plans
+    if plans is None or plans.control_types is not config.control_type_map:
+        plans = config._region_plans = _RegionPlans(config)
+    return plans
 
 
 # What each region type must hold, as numbers, for the formats that draw it.

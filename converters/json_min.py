@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import indented_json, replacing
+from .fastio import indented_json_bytes, replacing
 from .items import ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
@@ -42,7 +42,7 @@ class JsonMinJob:
                 record["agreement"] = item.extra["agreement"]
             try:
                 # (in a worker, tasks were decoded from JSON: they hold no NaN)
-                texts.append(indented_json(record, finite=not main).encode("utf-8"))
+                texts.append(indented_json_bytes(record, finite=not main))
             except (TypeError, ValueError) as exc:  # (UnicodeEncodeError: a lone surrogate)
                 warn(item.id, f"annotation {item.annotation_id}: cannot serialise the record: {exc}")
         return b",\n".join(texts) if texts else None

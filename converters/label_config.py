@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ControlTag", "LabelConfig", "LabelConfigError", "ObjectTag", "parse_label_config"]
 
@@ -62,6 +63,7 @@ class LabelConfig:
     _patterns: list[tuple[re.Pattern[str], str, int]] = field(default_factory=list, repr=False)
     _match_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
     _type_map: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    _region_plans: Any = field(default=None, repr=False, compare=False)  # items._RegionPlans, made on use
 
     def __post_init__(self) -> None:
         for name, control in self.controls.items():

@@ -134,8 +134,10 @@ def tokenize(text: str) -> list[str]:
     if "'" in text or '"' in text:
         text = text.replace("''", " '' ").replace('"', " '' ")
         for (regexp, substitution), needs in zip(_ENDING_QUOTES_SUBS, _ENDING_QUOTES_NEED, strict=True):
-            if any(part in text for part in needs):  # else the regex cannot match
-                text = regexp.sub(substitution, text)
+            for part in needs:
+                if part in text:  # else the regex cannot match
+                    text = regexp.sub(substitution, text)
+                    break
     lower = text.lower()
     if not lower.isascii():
         for char, folded in _FOLD:

@@ -13,12 +13,13 @@ import json
 import os
 import random
 import re
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 import converters
-from converters import coco, fastio, images, inputs, items, json_export, jsonstream, parallel, treebank
+from converters import coco, fastio, images, inputs, items, json_export, jsonstream, media, parallel, treebank
 from converters.fastio import SmallFiles, compact_json
 from tests.converters_helpers import EXPORTS, PROJECTS, files_under, load_tasks, needs_fixtures
 
@@ -134,8 +135,14 @@ def test_long_integers_stay_exact(json_backend):
 
 # ------------------------------------------------------------------------------ compact_json
 
+def _indented_json_bytes_decoded(value: object) -> str:
+    return fastio.indented_json_bytes(value).decode("utf-8")
+
+
 @pytest.mark.parametrize("fast,style", [(compact_json, {"separators": (",", ":")}),
-                                        (fastio.indented_json, {"indent": 2})], ids=["compact", "indented"])
+                                        (fastio.indented_json, {"indent": 2}),
+                                        (_indented_json_bytes_decoded, {"indent": 2})],
+                         ids=["compact", "indented", "indented-bytes"])
 def test_compact_json_equals_json_dumps(fast, style, json_backend):
     encode = json.JSONEncoder(ensure_ascii=False, **style).encode
     rnd = random.Random(5)
@@ -182,6 +189,23 @@ def test_tokenizer_shortcuts_change_nothing():
     for _ in range(30000):
         text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 20)))
         assert treebank.tokenize(text) == _reference_tokenize(text), text
+
+
+def test_url_path_basename_is_urlparse_s():
+    rng = random.Random(7)
+    parts = ["http://", "https://", "HTTP://", "ftp://", "//", "h.example.com", "[::1]", "xn--strae", "straße.de",
+             "ſ.de", ":8080", "@", "/", "/a", "/b.jpg", "%20", "ß", ";p", "?q=1", "#f", "\t", "\n", "\\", " ", ".."]
+    urls = ["http://cdn.example.org/street/frame-0042.jpg", "https://images.example.com/street/Straße%20Nr.12.jpg",
+            "http://a/b;c/d.png", "http://a/b/c;d.png", "http://host", "http://host/", "https://[::1]/x.jpg"]
+    urls += ["".join(rng.choice(parts) for _ in range(rng.randint(1, 7))) for _ in range(20000)]
+    for url in urls:
+        try:
+            expected = os.path.basename(urllib.parse.urlparse(url).path)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                media.url_path_basename(url)
+            continue
+        assert media.url_path_basename(url) == expected, url
 
 
 # ------------------------------------------------------------------------------ small files
