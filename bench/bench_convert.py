@@ -14,6 +14,11 @@ Ours converts JSON with ``syncd convert``'s task shape (``syncd.document.label_s
     python bench/bench_convert.py --tasks 2000 --formats COCO,CSV
     python bench/bench_convert.py --tasks 100000 --ours-path /tmp/old-checkout   # another version of ours
     python bench/bench_convert.py --tasks 100000 --workers 0     # ours in one process
+    python bench/bench_convert.py --tasks 10000 100000 1000000 --formats COCO,CSV,YOLO --repeat 2 2 1
+
+With several ``--tasks`` sizes (smallest first) each size runs as one table, then a last table
+shows how cost grows: per-task wall and CPU time of each side's best run, and each side's peak
+RSS as a ratio to the smallest size (``--repeat``: one number per size, or one for all).
 
 Each format runs ``--repeat`` pairs (default 3): ours and the SDK one right after the other,
 alternating which goes first, and the speed-up is taken pair by pair (this machine's timings are
@@ -117,8 +122,10 @@ def worker(impl: str, fmt: str, src: str, config: str, out: str, ours_path: str,
     except OSError:
         pass
     # worker processes (ours, for big inputs): the largest one's peak; they have exited by now
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024, "workers_peak_mb": children_kb / 1024}))
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu_s, "peak_mb": peak_kb / 1024,
+                      "workers_peak_mb": children.ru_maxrss / 1024}))
 
 
 def run_worker(impl: str, fmt: str, src: Path, config: Path, out: Path, ours_path: Path = REPO,
@@ -210,9 +217,113 @@ def _workers(result: dict) -> str:
     return f"{mb:.1f}" if mb > 1 else "-"
 
 
+def bench_size(args: argparse.Namespace, tasks: int, repeat: int, formats: list[str], use_sdk: bool,
+               work: Path, runs_dir: Path) -> list[dict]:
+    """The pairs of every format on an export of ``tasks`` tasks (synthesised into ``work`` unless
+    there already), printed as a table; one row per format: the best run of each side, the pairs'
+    ratios and loads, whether the outputs are equal."""
+    inputs: dict[str, Path] = {}
+    style = "json-module" if args.json_module_input else "label-studio"
+    for slug in sorted({FORMAT_PROJECT[f] for f in formats}):
+        src = work / f"{slug}-{tasks}-{style}.json"
+        if not src.exists():
+            t = time.perf_counter()
+            synthesize(slug, tasks, src, escape_slashes=not args.json_module_input)
+            print(f"synthesised {tasks} {slug} tasks -> {src} ({src.stat().st_size / 1e6:.1f} MB, "
+                  f"{time.perf_counter() - t:.1f}s)")
+        inputs[slug] = src
+
+    print(f"\n{repeat} pairs of runs per format, alternating which side runs first; the speed-up is "
+          f"taken pair by pair (sdk / ours); load: the 1-minute load average before each pair "
+          f"({os.cpu_count()} CPUs)")
+    print(f"{'format':<10} {'ours s':>7} {'sdk s':>7} {'speed-up per pair':>22} {'median':>7} {'load':>11} "
+          f"{'ours MB':>8} {'worker MB':>9} {'sdk MB':>7}  equal")
+    rows: list[dict] = []
+    floors = []
+    for fmt in formats:
+        slug = FORMAT_PROJECT[fmt]
+        config = FIXTURES / slug / "label_config.xml"
+        pairs: list[dict[str, dict]] = []
+        loads: list[float] = []
+        for i in range(repeat):
+            loads.append(os.getloadavg()[0])
+            pair: dict[str, dict] = {}
+            order = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
+            for impl in order if use_sdk else ("ours",):
+                out = runs_dir / f"{impl}-{fmt}-{tasks}-{i}"
+                result = run_worker(impl, fmt, inputs[slug], config, out, Path(args.ours_path).resolve(),
+                                    args.workers)
+                result["out"] = out
+                pair[impl] = result
+            pairs.append(pair)
+        ours = min((p["ours"] for p in pairs), key=lambda r: r["seconds"])
+        row = {"tasks": tasks, "format": fmt, "ours": ours, "sdk": None, "ratios": [], "loads": loads, "equal": None}
+        load = f"{min(loads):.1f}-{max(loads):.1f}"
+        if fmt in ("YOLO", "VOC"):
+            sub = "labels" if fmt == "YOLO" else "Annotations"
+            floors.append((fmt, files_floor(ours["out"] / sub, runs_dir / f"floor-{fmt}-{tasks}")))
+        if use_sdk:
+            sdk = min((p["sdk"] for p in pairs), key=lambda r: r["seconds"])
+            ratios = [p["sdk"]["seconds"] / p["ours"]["seconds"] for p in pairs]
+            equal, how = outputs_equal(fmt, ours["out"], sdk["out"])
+            row.update(sdk=sdk, ratios=ratios, equal=equal)
+            per_pair = " ".join(f"{r:.1f}" for r in ratios)
+            print(f"{fmt:<10} {ours['seconds']:>7.2f} {sdk['seconds']:>7.2f} {per_pair:>22} "
+                  f"{statistics.median(ratios):>6.1f}x {load:>11} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
+                  f"{sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
+        else:
+            print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {load:>11} {ours['peak_mb']:>8.1f} "
+                  f"{_workers(ours):>9} {'-':>7}", flush=True)
+        rows.append(row)
+    print("(ours s, sdk s: the best run of each side; MB: peak resident memory of the converting process, "
+          "of ours's largest worker process, of the SDK's process)")
+    for fmt, (seconds, count) in floors:
+        print(f"{fmt} file system floor: creating its {count} files again with a plain loop takes "
+              f"{seconds:.2f} s on this file system")
+    return rows
+
+
+def _per_task_us(seconds: float, tasks: int) -> str:
+    return f"{seconds / tasks * 1e6:.1f}"
+
+
+def print_growth(rows: list[dict]) -> None:
+    """How cost grows with the number of tasks: per format and size, each side's best wall time and
+    the CPU time of that run (the workers' included) per task, and each side's peak RSS as a ratio
+    to the same format at the smallest size."""
+    print("\nGrowth with the number of tasks: us/task = best wall time / tasks; cpu us/task = CPU time "
+          "(user + system, workers included) of that run / tasks; RSS x: peak RSS / the same side's at the "
+          "smallest size (ours: converting process, + largest worker)")
+    print(f"{'tasks':>8} {'format':<10} {'ours s':>8} {'sdk s':>8} {'ours us/task':>13} {'sdk us/task':>12} "
+          f"{'ours cpu us':>12} {'sdk cpu us':>11} {'speed-up per pair':>18} {'load':>9} "
+          f"{'ours MB (+worker)':>18} {'sdk MB':>8} {'ours RSS x':>12} {'sdk RSS x':>10}  equal")
+    smallest: dict[str, dict] = {}
+    for row in rows:
+        first = smallest.setdefault(row["format"], row)
+        ours, sdk, tasks = row["ours"], row["sdk"], row["tasks"]
+        mb = f"{ours['peak_mb']:.0f}" + (f" (+{ours['workers_peak_mb']:.0f})" if _workers(ours) != "-" else "")
+        ours_x = f"{ours['peak_mb'] / first['ours']['peak_mb']:.2f}"
+        if ours.get("workers_peak_mb", 0) > 1 and first["ours"].get("workers_peak_mb", 0) > 1:
+            ours_x += f" (+{ours['workers_peak_mb'] / first['ours']['workers_peak_mb']:.2f})"
+        if sdk:
+            sdk_cols = (f"{sdk['seconds']:>8.2f}", f"{_per_task_us(sdk['seconds'], tasks):>12}",
+                        f"{_per_task_us(sdk['cpu_s'], tasks):>11}", f"{sdk['peak_mb']:>8.0f}",
+                        f"{sdk['peak_mb'] / first['sdk']['peak_mb']:>10.2f}")
+        else:
+            sdk_cols = (f"{'-':>8}", f"{'-':>12}", f"{'-':>11}", f"{'-':>8}", f"{'-':>10}")
+        per_pair = " ".join(f"{r:.1f}" for r in row["ratios"]) or "-"
+        load = f"{min(row['loads']):.1f}-{max(row['loads']):.1f}"
+        print(f"{tasks:>8} {row['format']:<10} {ours['seconds']:>8.2f} {sdk_cols[0]} "
+              f"{_per_task_us(ours['seconds'], tasks):>13} {sdk_cols[1]} {_per_task_us(ours['cpu_s'], tasks):>12} "
+              f"{sdk_cols[2]} {per_pair:>18} {load:>9} {mb:>18} {sdk_cols[3]} {ours_x:>12} {sdk_cols[4]}  "
+              f"{'-' if row['equal'] is None else row['equal']}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=100_000, help="tasks per synthetic export (default 100000)")
+    parser.add_argument("--tasks", type=int, nargs="+", default=[100_000],
+                        help="tasks per synthetic export (default 100000); several sizes, smallest first: "
+                             "each runs in turn, then a table of per-task cost and peak RSS against the first")
     parser.add_argument("--formats", default="JSON,JSON_MIN,CSV,COCO,CONLL2003,VOC,YOLO,YOLO_OBB",
                         help="formats, run in this order (default: the formats that write a file per image "
                              "last: their 100,000 files keep the file system busy for a while after, which "
@@ -226,8 +337,9 @@ def main() -> int:
                         help="directory to import our `converters` package from (default: this repository)")
     parser.add_argument("--workers", default="auto",
                         help="worker processes for ours (ConvertOptions.workers; default: auto, 0: one process)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="pairs of runs (ours, sdk) per format, alternating which runs first (default 3)")
+    parser.add_argument("--repeat", type=int, nargs="+", default=[3],
+                        help="pairs of runs (ours, sdk) per format, alternating which runs first (default 3); "
+                             "one number per --tasks size, or one for all")
     parser.add_argument("--_worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
@@ -236,6 +348,10 @@ def main() -> int:
     if not FIXTURES.is_dir():
         print(f"fixture set not found: {FIXTURES}", file=sys.stderr)
         return 2
+    if len(args.repeat) not in (1, len(args.tasks)):
+        print("--repeat takes one number, or one per --tasks size", file=sys.stderr)
+        return 2
+    repeats = args.repeat * len(args.tasks) if len(args.repeat) == 1 else args.repeat
     use_sdk = not args.no_sdk
     if use_sdk:
         try:
@@ -255,16 +371,6 @@ def main() -> int:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench_convert_")
         work = Path(tmp.name)
-    inputs: dict[str, Path] = {}
-    style = "json-module" if args.json_module_input else "label-studio"
-    for slug in sorted({FORMAT_PROJECT[f] for f in formats}):
-        src = work / f"{slug}-{args.tasks}-{style}.json"
-        if not src.exists():
-            t = time.perf_counter()
-            synthesize(slug, args.tasks, src, escape_slashes=not args.json_module_input)
-            print(f"synthesised {args.tasks} {slug} tasks -> {src} ({src.stat().st_size / 1e6:.1f} MB, "
-                  f"{time.perf_counter() - t:.1f}s)")
-        inputs[slug] = src
 
     # Every run writes into a new directory and all of them are removed at the end: deleting
     # 100,000 files right before a run slows that run's file creation several times over (the
@@ -272,55 +378,17 @@ def main() -> int:
     runs_dir = work / f"runs-{os.getpid()}"
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
-    print(f"\n{args.repeat} pairs of runs per format, alternating which side runs first; the speed-up is "
-          f"taken pair by pair (sdk / ours); load: the 1-minute load average before each pair "
-          f"({os.cpu_count()} CPUs)")
-    print(f"{'format':<10} {'ours s':>7} {'sdk s':>7} {'speed-up per pair':>22} {'median':>7} {'load':>11} "
-          f"{'ours MB':>8} {'worker MB':>9} {'sdk MB':>7}  equal")
-    all_equal = True
-    floors = []
-    for fmt in formats:
-        slug = FORMAT_PROJECT[fmt]
-        config = FIXTURES / slug / "label_config.xml"
-        pairs: list[dict[str, dict]] = []
-        loads: list[float] = []
-        for i in range(args.repeat):
-            loads.append(os.getloadavg()[0])
-            pair: dict[str, dict] = {}
-            order = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
-            for impl in order if use_sdk else ("ours",):
-                out = runs_dir / f"{impl}-{fmt}-{i}"
-                result = run_worker(impl, fmt, inputs[slug], config, out, Path(args.ours_path).resolve(),
-                                    args.workers)
-                result["out"] = out
-                pair[impl] = result
-            pairs.append(pair)
-        ours = min((p["ours"] for p in pairs), key=lambda r: r["seconds"])
-        load = f"{min(loads):.1f}-{max(loads):.1f}"
-        if fmt in ("YOLO", "VOC"):
-            sub = "labels" if fmt == "YOLO" else "Annotations"
-            floors.append((fmt, files_floor(ours["out"] / sub, runs_dir / f"floor-{fmt}")))
-        if use_sdk:
-            sdk = min((p["sdk"] for p in pairs), key=lambda r: r["seconds"])
-            ratios = [p["sdk"]["seconds"] / p["ours"]["seconds"] for p in pairs]
-            equal, how = outputs_equal(fmt, ours["out"], sdk["out"])
-            all_equal &= equal
-            per_pair = " ".join(f"{r:.1f}" for r in ratios)
-            print(f"{fmt:<10} {ours['seconds']:>7.2f} {sdk['seconds']:>7.2f} {per_pair:>22} "
-                  f"{statistics.median(ratios):>6.1f}x {load:>11} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
-                  f"{sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
-        else:
-            print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {load:>11} {ours['peak_mb']:>8.1f} "
-                  f"{_workers(ours):>9} {'-':>7}", flush=True)
-    print("(ours s, sdk s: the best run of each side; MB: peak resident memory of the converting process, "
-          "of ours's largest worker process, of the SDK's process)")
-    for fmt, (seconds, count) in floors:
-        print(f"{fmt} file system floor: creating its {count} files again with a plain loop takes "
-              f"{seconds:.2f} s on this file system")
+    rows: list[dict] = []
+    for tasks, repeat in zip(args.tasks, repeats, strict=True):
+        if len(args.tasks) > 1:
+            print(f"\n=== {tasks} tasks ===", flush=True)
+        rows += bench_size(args, tasks, repeat, formats, use_sdk, work, runs_dir)
+    if len(args.tasks) > 1:
+        print_growth(rows)
     shutil.rmtree(runs_dir, ignore_errors=True)
     if tmp is not None:
         tmp.cleanup()
-    return 0 if all_equal else 1
+    return 0 if all(row["equal"] is not False for row in rows) else 1
 
 
 if __name__ == "__main__":
