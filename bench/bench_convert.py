@@ -345,6 +345,9 @@ def main() -> int:
     if args._worker:
         worker(*args._worker)
         return 0
+    from bench_resync import precompile
+
+    precompile(Path(args.ours_path))
     if not FIXTURES.is_dir():
         print(f"fixture set not found: {FIXTURES}", file=sys.stderr)
         return 2

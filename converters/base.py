@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
@@ -129,15 +130,37 @@ def _path_parts(path: Path) -> tuple[str, ...]:
 
 
 class SortedFiles(Sequence[Path]):
-    """Files under ``root``, by relative POSIX names given in Path order; the Paths are made on
-    demand (a YOLO export of 100,000 images would otherwise spend most of a second on them)."""
+    """The files of a conversion that writes one file per image, in Path order: the ``first``
+    names, every file of ``folder``, then the ``last`` names (all relative to ``root``). The
+    folder is read only when asked, and counting it keeps no names: a million label files cost
+    no memory unless the list itself is wanted (files that were in the folder before the
+    conversion are in it too)."""
 
-    def __init__(self, root: Path, names: list[str]) -> None:
+    def __init__(self, root: Path, folder: str, first: Sequence[str] = (), last: Sequence[str] = ()) -> None:
         self.root = root
-        self.names = names
+        self.folder = folder
+        self.first = list(first)
+        self.last = list(last)
+        self._count: int | None = None
+        self._names: list[str] | None = None
+
+    def _entries(self) -> Iterator[os.DirEntry]:
+        with os.scandir(self.root / self.folder) as entries:
+            yield from (entry for entry in entries if entry.is_file(follow_symlinks=False))
+
+    @property
+    def names(self) -> list[str]:
+        if self._names is None:
+            listed = sorted(entry.name for entry in self._entries())
+            self._names = [*self.first, *(f"{self.folder}/{name}" for name in listed), *self.last]
+        return self._names
 
     def __len__(self) -> int:
-        return len(self.names)
+        if self._names is not None:
+            return len(self._names)
+        if self._count is None:
+            self._count = len(self.first) + sum(1 for _ in self._entries()) + len(self.last)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> Path: ...

@@ -321,23 +321,25 @@ class FilesJob:
         return create_new_files(self._dir_fd, list(final.items()))
 
 
-def write_chunks(directory: Path, chunks: Iterator[list[tuple[str, bytes | None, bool]]]) -> set[str]:
+def write_chunks(directory: Path, chunks: Iterator[list[tuple[str, bytes | None, bool]]]) -> None:
     """Write the files of ``FilesJob`` chunks (in task order) that a worker did not create, or
-    that an earlier task also has; the names of all of them."""
-    written: set[str] = set()  # file names (small strings; returned at the end)
+    that an earlier task also has.
+
+    Workers create files with ``O_EXCL``, so of the tasks naming one file at most one worker
+    created it; every other task's file is written here, in task order. When the worker that
+    created it served a later task than one written here, that later task's file must be
+    written again, after. So only the names written here are remembered (a file named by two
+    tasks, or there before the conversion: few), not every file's: memory stays flat."""
+    here: set[str] = set()
     with SmallFiles(directory) as files:
         for chunk in chunks:
             for name, data, created in chunk:
-                # Not created by a worker (it existed: made by another task, here or in a worker,
-                # or before the conversion), or created by a worker although an earlier task has
-                # the same name: written here, in task order, so the last task's file wins.
-                if not created or name in written:
+                if not created or name in here:
                     if data is None:
                         files.touch(name)  # an existing file keeps its content
                     else:
                         files.write(name, data)
-                written.add(name)
-    return written
+                    here.add(name)
 
 
 @contextlib.contextmanager

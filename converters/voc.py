@@ -108,8 +108,8 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     ann_dir = out_dir / "Annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     job = VocJob(config, options, ann_dir if os.open in os.supports_dir_fd else None)
-    written = write_chunks(ann_dir, parallel.results(tasks, "VOC", job, options))
-    return SortedFiles(out_dir, ["Annotations/" + name for name in sorted(written)])
+    write_chunks(ann_dir, parallel.results(tasks, "VOC", job, options))
+    return SortedFiles(out_dir, "Annotations")
 
 
 CONVERTER = register(

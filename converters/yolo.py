@@ -234,7 +234,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
     can_create = os.open in os.supports_dir_fd
     job = YoloJob(config, obb, label_dir if can_create else None)
     fmt = "YOLO_OBB" if obb else "YOLO"
-    written = write_chunks(label_dir, parallel.results(tasks, fmt, job, options))
+    write_chunks(label_dir, parallel.results(tasks, fmt, job, options))
     categories = job.categories
     classes = out_dir / "classes.txt"
     with open(classes, "w", encoding="utf-8") as f:
@@ -250,7 +250,7 @@ def _convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options:
             indent=2,
         )
     # classes.txt < labels/... < notes.json: Path order
-    return SortedFiles(out_dir, ["classes.txt", *("labels/" + name for name in sorted(written)), "notes.json"])
+    return SortedFiles(out_dir, "labels", first=["classes.txt"], last=["notes.json"])
 
 
 def convert_yolo(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: ConvertOptions) -> SortedFiles:

@@ -247,9 +247,9 @@ def _write(converter: converters.Converter, out: Path, as_zip: bool, run_into: C
         target = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            files = run_into(Path(tmp))
+            count = len(run_into(Path(tmp)))  # (a folder's files are counted while it is there)
             zip_dir(Path(tmp), target)
-        print(f"{converter.name}: {len(files)} files -> {target}")
+        print(f"{converter.name}: {count} files -> {target}")
     else:
         files = run_into(out)
         print(f"{converter.name}: {len(files)} files -> {out}")
