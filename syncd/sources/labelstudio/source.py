@@ -277,8 +277,8 @@ class LabelStudioSource:
 
     # -------------------------------------------------------------- what changed
 
-    def fingerprints(self, project_ids: Iterable[int] = (), after_id: int = 0, batch: int = 5000,
-                     bare: bool = False) -> Iterator[tuple[int, int | None, str]]:
+    def fingerprints(self, project_ids: Iterable[int] = (), bare: bool = False, after_id: int = 0,
+                     batch: int = 5000) -> Iterator[tuple[int, int | None, str]]:
         """``(task_id, project_id, fingerprint)`` of every labeled task after ``after_id``, in id order
         (``bare``: with ``""`` for the fingerprint, not computed).
 
