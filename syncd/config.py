@@ -8,7 +8,6 @@ Every error names the key and says what is wrong, e.g.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -21,7 +20,7 @@ from syncd.bundles.config import BundleConfig, parse_bundle_config
 from syncd.errors import ConfigError
 from syncd.keys import DEFAULT_TEMPLATE, validate_template
 from syncd.ops.notify_config import NotifyConfig, parse_notify_config
-from syncd.values import boolean, seconds, whole_number
+from syncd.values import boolean, check_keys, seconds, whole_number
 
 BACKEND_SECTIONS = ("s3", "gcs", "azure")
 
@@ -168,10 +167,7 @@ def from_mapping(raw: dict[str, Any], origin: str = "config") -> Config:
     cfg = Config(source_file=origin)
     for key, value in raw.items():
         where = f"{origin}: {key}"
-        if key not in KEYS:
-            close = difflib.get_close_matches(str(key), KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(KEYS)}"
-            raise ConfigError(f"{origin}: unknown key {key!r}{hint}")
+        check_keys([key], KEYS, origin)
         value = expand_env(value, where)
         setattr(cfg, key, _coerce(key, value, where))
     validate(cfg, origin)

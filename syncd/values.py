@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from syncd.errors import ConfigError
@@ -39,3 +41,12 @@ def seconds(value: Any, where: str, low: float, high: float, *, off: bool = Fals
         raise ConfigError(f"{where}: must be " + (f"0 (off) or a number of seconds {span}" if off else
                                                   f"a number of seconds {span}") + f", got {value!r}")
     return number
+
+
+def check_keys(keys: Iterable[Any], known: tuple[str, ...] | list[str], where: str) -> None:
+    """Raise ``ConfigError`` for the first of ``keys`` not ``known``, suggesting the closest."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key {key!r}; {hint}")

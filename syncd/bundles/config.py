@@ -7,13 +7,12 @@ the configuration (``syncd.session.load_config``).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
 from syncd.errors import ConfigError
 from syncd.keys import UnsafeKey, check_key, template_fields
-from syncd.values import boolean, whole_number
+from syncd.values import boolean, check_keys, whole_number
 
 DEFAULT_KEY_TEMPLATE = "exports/{project_id}/{format}"
 TEMPLATE_FIELDS = ("project_id", "project_slug", "format")
@@ -45,11 +44,7 @@ def parse_bundle_config(raw: dict | list | str | None, where: str = "bundles") -
         formats = _formats(raw, where)
         cfg = BundleConfig(formats=formats)
     elif isinstance(raw, dict):
-        for key in raw:
-            if key not in _CONFIG_KEYS:
-                close = difflib.get_close_matches(str(key), _CONFIG_KEYS, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(_CONFIG_KEYS)}"
-                raise ConfigError(f"{where}: unknown key {key!r}; {hint}")
+        check_keys(raw, _CONFIG_KEYS, where)
         if "formats" not in raw:
             raise ConfigError(f"{where}.formats: missing; list the formats to build, for example [COCO, YOLO]")
         value = raw["formats"]

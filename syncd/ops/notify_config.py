@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError
-from syncd.values import seconds, whole_number
+from syncd.values import check_keys, seconds, whole_number
 
 # The events a webhook can receive (``syncd.ops.events`` also has ``health``, which is internal).
 WEBHOOK_EVENTS = ("sync.completed", "sync.failed", "bundle.published", "bundle.failed", "target.audit_mismatch")
@@ -64,7 +64,7 @@ def parse_notify_config(raw: Any, where: str = "notify") -> NotifyConfig | None:
         return None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping with webhooks: and/or heartbeat: (see config.example.yaml)")
-    _known(raw, _KEYS, where)
+    check_keys(raw, _KEYS, where)
     hooks = raw.get("webhooks") or []
     if not isinstance(hooks, list):
         hooks = [hooks]
@@ -75,7 +75,7 @@ def parse_notify_config(raw: Any, where: str = "notify") -> NotifyConfig | None:
         hb = {"url": hb} if isinstance(hb, str) else hb
         if not isinstance(hb, dict):
             raise ConfigError(f"{where}.heartbeat: must be a URL or a mapping with url: and interval:, got {hb!r}")
-        _known(hb, _HEARTBEAT_KEYS, f"{where}.heartbeat")
+        check_keys(hb, _HEARTBEAT_KEYS, f"{where}.heartbeat")
         heartbeat = Heartbeat(_url(hb.get("url"), f"{where}.heartbeat.url"),
                               seconds(hb.get("interval", 60), f"{where}.heartbeat.interval", 1, 86400))
     if not webhooks and heartbeat is None:
@@ -91,7 +91,7 @@ def _webhook(raw: Any, where: str) -> Webhook:
         return Webhook(_url(raw, where))
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a URL or a mapping with url:, secret:, events:, got {raw!r}")
-    _known(raw, _WEBHOOK_KEYS, where)
+    check_keys(raw, _WEBHOOK_KEYS, where)
     secret = raw.get("secret")
     if secret is not None and (not isinstance(secret, str) or not secret):
         raise ConfigError(f"{where}.secret: must be a non-empty string (e.g. ${{SYNCD_WEBHOOK_SECRET}})")
@@ -113,11 +113,3 @@ def _url(value: Any, where: str) -> str:
     if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
         raise ConfigError(f"{where}: must be an http:// or https:// URL, got {value!r}")
     return value
-
-
-def _known(raw: dict, keys: tuple[str, ...], where: str) -> None:
-    for key in raw:
-        if key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(keys)}"
-            raise ConfigError(f"{where}: unknown key {key!r}; {hint}")

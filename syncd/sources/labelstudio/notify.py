@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from syncd.errors import ConfigError, SourceError
+from syncd.errors import ConfigError, SourceError, one_line
 from syncd.sources.labelstudio.database import mask_url
 
 log = logging.getLogger("syncd")
@@ -53,7 +53,7 @@ def _connect_rw(url: str):
     try:
         return psycopg.connect(url, connect_timeout=10, application_name="syncd-triggers")
     except psycopg.Error as exc:
-        raise SourceError(f"cannot connect to PostgreSQL at {mask_url(url)}: {str(exc).strip().splitlines()[0]}") \
+        raise SourceError(f"cannot connect to PostgreSQL at {mask_url(url)}: {one_line(exc)}") \
             from None
 
 
@@ -72,7 +72,7 @@ def install(url: str) -> list[str]:
                                  f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION {FUNCTION}()')
                     done.append(table)
         except psycopg.Error as exc:
-            raise SourceError(f"cannot install triggers at {mask_url(url)}: {str(exc).strip().splitlines()[0]} "
+            raise SourceError(f"cannot install triggers at {mask_url(url)}: {one_line(exc)} "
                               "(the role needs to own Label Studio's tables)") from None
     return done
 
@@ -87,7 +87,7 @@ def remove(url: str) -> None:
                     conn.execute(f'DROP TRIGGER IF EXISTS {_trigger_name(table)} ON "{table}"')
                 conn.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}()")
         except psycopg.Error as exc:
-            raise SourceError(f"cannot remove triggers at {mask_url(url)}: {str(exc).strip().splitlines()[0]}") \
+            raise SourceError(f"cannot remove triggers at {mask_url(url)}: {one_line(exc)}") \
                 from None
 
 
@@ -108,7 +108,7 @@ class Listener:
             self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="syncd-listen")
             self.conn.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
-            raise SourceError(f"cannot LISTEN at {mask_url(url)}: {str(exc).strip().splitlines()[0]}") from None
+            raise SourceError(f"cannot LISTEN at {mask_url(url)}: {one_line(exc)}") from None
         self.on_task = on_task
         self.on_lost = on_lost
         self.closed = False
