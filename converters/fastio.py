@@ -26,8 +26,8 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "indented_json", "indented_json_bytes",
-           "json_number", "json_string", "replacing", "write_all", "write_chunks"]
+__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "exact_orjson", "indented_json",
+           "indented_json_bytes", "json_number", "json_string", "replacing", "write_all", "write_chunks"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _json_indented = json.JSONEncoder(ensure_ascii=False, indent=2).encode
@@ -59,17 +59,18 @@ def indented_json(value: object, finite: bool = False) -> str:
 
 def indented_json_bytes(value: object, finite: bool = False) -> bytes:
     """``indented_json(value, finite)`` encoded in UTF-8 (orjson's bytes as they are)."""
-    raw = _orjson_json(value, _INDENT_2, finite)
+    raw = exact_orjson(value, _INDENT_2, finite)
     return _json_indented(value).encode("utf-8") if raw is None else raw
 
 
 def _json_text(value: object, option: int, encode: Callable[[object], str], finite: bool = False) -> str:
-    raw = _orjson_json(value, option, finite)
+    raw = exact_orjson(value, option, finite)
     return encode(value) if raw is None else raw.decode("utf-8")
 
 
-def _orjson_json(value: object, option: int, finite: bool) -> bytes | None:
-    """orjson's JSON of ``value`` when it is the json module's (see ``compact_json``), else None."""
+def exact_orjson(value: object, option: int = 0, finite: bool = False) -> bytes | None:
+    """orjson's JSON of ``value`` when it is the json module's (see ``compact_json``), else None
+    (also without orjson). ``finite``: the value is known to hold no NaN or Infinity."""
     if _orjson is None:
         return None
     try:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import EXPONENT, replacing, write_all
+from .fastio import exact_orjson, replacing, write_all
 from .items import task_id_of
 from .label_config import LabelConfig
 
@@ -108,12 +108,11 @@ class JsonJob:
                 return None  # (a list of tasks, a number...: the usual way expands or warns)
             if shape is not None:
                 tasks[i] = shape(task)
-        try:
-            out = _orjson.dumps(tasks)
-        except TypeError:  # an integer beyond 64 bits, nesting orjson refuses, a shape's own type
+        # None: an integer beyond 64 bits, nesting orjson refuses, a shape's own type, a float the
+        # json module writes with an exponent (msgspec decoded no NaN: finite)
+        out = exact_orjson(tasks, finite=True)
+        if out is None:
             return None
-        if b"0.0000" in out or EXPONENT.search(out) is not None:
-            return None  # a float the json module writes with an exponent (or a string like one)
         if out == array:
             return Span(None, offset, length)  # compact, the same escapes and numbers, no duplicate keys
         if self.part_prefix is None:
