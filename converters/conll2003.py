@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import parallel
 from .base import Converter, ConvertOptions, register
-from .fastio import replacing
+from .fastio import replacing, write_joined
 from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .treebank import not_found, token_starts, tokens_in_text
@@ -123,15 +123,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     job = ConllJob(config)
     with replacing(path, "utf-8") as out:
         out.write("-DOCSTART- -X- O\n")
-        pending: list[str] = []
-        size = 0
-        for text in parallel.results(tasks, "CONLL2003", job, options):
-            pending.append(text)
-            size += len(text)
-            if size >= 1 << 20:  # large writes
-                out.write("".join(pending))
-                pending, size = [], 0
-        out.write("".join(pending))
+        write_joined(out.write, parallel.results(tasks, "CONLL2003", job, options), "")
     return [path]
 
 

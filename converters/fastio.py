@@ -17,7 +17,7 @@ import re
 import threading
 import zipfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
 __all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "exact_orjson", "indented_json",
-           "indented_json_bytes", "json_number", "json_string", "replacing", "write_all", "write_chunks"]
+           "indented_json_bytes", "json_number", "json_string", "replacing", "write_all", "write_chunks",
+           "write_joined"]
 
 _json_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _json_indented = json.JSONEncoder(ensure_ascii=False, indent=2).encode
@@ -257,6 +258,22 @@ class SmallFiles:
                 write_all(fd, data)
             finally:
                 close(fd)
+
+
+def write_joined(write: Callable[[Any], object], chunks: Iterable[Any], sep: Any) -> None:
+    """Write ``chunks`` (all str or all bytes, none empty) joined by ``sep``, in writes of about
+    1 MB: a write per chunk would cost a call into the file each, and joining them all, memory."""
+    pending: list[Any] = []
+    size = 0
+    first = True
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= 1 << 20:
+            write(sep.join(pending) if first else sep + sep.join(pending))
+            pending, size, first = [], 0, False
+    if pending:
+        write(sep.join(pending) if first else sep + sep.join(pending))
 
 
 def write_all(fd: int, data: bytes) -> None:

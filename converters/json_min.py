@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import indented_json_bytes, replacing
+from .fastio import indented_json_bytes, replacing, write_joined
 from .items import ItemTask, annotator, prettify_result, task_items_or_warn
 from .label_config import LabelConfig
 
@@ -55,17 +55,7 @@ def convert(tasks: Iterable[dict], config: LabelConfig, out_dir: Path, options: 
     path = out_dir / "result.json"
     with replacing(path) as out:
         out.write(b"[\n")
-        pending: list[bytes] = []  # chunks, joined by ",\n" (none is empty)
-        size = 0
-        written = False  # a chunk was written before the pending ones
-        for chunk in parallel.results(tasks, "JSON_MIN", JsonMinJob(config), options):
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= 1 << 20:  # large writes
-                out.write((b",\n" if written else b"") + b",\n".join(pending))
-                pending, size, written = [], 0, True
-        if pending:
-            out.write((b",\n" if written else b"") + b",\n".join(pending))
+        write_joined(out.write, parallel.results(tasks, "JSON_MIN", JsonMinJob(config), options), b",\n")
         out.write(b"\n]")
     return [path]
 
