@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -64,3 +65,51 @@ def test_a_store_that_refuses_the_lean_request_gets_boto3s(s3_via_proxy):
     assert store._signed_put is None  # boto3 from now on
     store.put("d.json", *body(5))
     assert "docs/d.json" in service.raw_keys(bucket)
+
+
+@pytest.mark.parametrize("base_url", ["https://bucket.s3.eu-west-1.amazonaws.com/",
+                                      "http://127.0.0.1:9000/bucket/",
+                                      "https://[::1]:8443/bucket/",
+                                      "http://minio.internal:80/bucket/"])
+@pytest.mark.parametrize("token", [None, "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJH+token="])
+def test_each_request_is_signed_as_botocore_signs_it(monkeypatch, base_url, token):
+    """The lean path's own SigV4 gives botocore's Authorization header for the same request,
+    key characters that need quoting, SSE headers and session tokens included."""
+    import datetime
+    import time
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from syncd.stores.s3_signed_put import SignedPut
+
+    when = datetime.datetime(2026, 12, 1, 3, 4, 5)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when)
+    monkeypatch.setattr(time, "gmtime", lambda *_: when.timetuple())
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    static = {"Content-Type": "application/json", "x-amz-server-side-encryption": "aws:kms",
+              "x-amz-server-side-encryption-aws-kms-key-id": "arn:aws:kms:eu-west-1:1:key/k",
+              "x-amz-storage-class": "STANDARD_IA"}
+    lean = SignedPut(base_url, "eu-west-1", credentials, static, transfers=4)
+    sent = []
+
+    class Connections:
+        def urlopen(self, method, path, body, headers, **_):
+            sent.append((method, path, body, headers))
+
+    monkeypatch.setattr(lean, "_connections", Connections)
+    for key in ("docs/1.json", "docs/a b/Straße~(1)+x.json", "p/%2F/ü=&?.json"):
+        data, sha = body(len(key))
+        lean.put(key, data, sha)
+        method, path, sent_body, headers = sent.pop()
+        assert (method, sent_body) == ("PUT", data)
+        request = AWSRequest(method="PUT", url=base_url + quote(key, safe="/~"), data=data, headers={
+            name: value for name, value in headers.items()
+            if name not in ("authorization", "host", "x-amz-date", "x-amz-security-token")})
+        botocore.auth.S3SigV4Auth(credentials, "s3", "eu-west-1").add_auth(request)
+        assert headers["authorization"] == request.headers["Authorization"], key
+        assert headers["x-amz-date"] == request.headers["X-Amz-Date"]
+        assert headers.get("x-amz-security-token") == request.headers.get("X-Amz-Security-Token")
+        assert headers["host"] == botocore.auth._host_from_url(request.url)  # the Host botocore signed
+        assert path == urlsplit(request.url).path
