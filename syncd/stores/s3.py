@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import botocore.exceptions
-import urllib3
 from botocore.config import Config
 
 from syncd.errors import ConfigError, StoreError
@@ -159,7 +159,7 @@ class S3Store(CloudStore):
         if fast is not None:
             response = fast.put(self.prefix + key, data, sha256)
             if 200 <= response.status < 300:
-                return _etag(response.headers.get("ETag"))
+                return _etag(response.headers.get("etag"))
             if response.status not in (400, 501):
                 raise self._error("write", key, _client_error(response))
         answer = self._client().put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data,
@@ -292,11 +292,11 @@ class S3Store(CloudStore):
             return StoreError(f"{what}: no usable AWS credentials ({type(exc).__name__}); set "
                               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the 's3.profile' "
                               "option, or run with an instance/IRSA role", fatal=True)
-        if isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        if isinstance(exc, ssl.SSLCertVerificationError) or (
+                isinstance(exc, botocore.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)):
             return StoreError(f"{what}: the TLS certificate of the endpoint{endpoint} is not trusted; set "
                               "AWS_CA_BUNDLE to its CA bundle", fatal=True)
-        if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
-                            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError, OSError)):
             return StoreError(f"{what}: network error{endpoint}: {type(exc).__name__}; "
                               "check the network and 's3.endpoint_url' if it persists", retryable=True)
         if isinstance(exc, ConfigError):
@@ -319,10 +319,9 @@ def _client_error(response: Any) -> botocore.exceptions.ClientError:
         code = text.split("<Code>", 1)[1].split("</Code>", 1)[0]
     if "<Message>" in text:
         message = text.split("<Message>", 1)[1].split("</Message>", 1)[0]
-    headers = {k.lower(): v for k, v in response.headers.items()}
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code or str(response.status), "Message": message or ""},
-         "ResponseMetadata": {"HTTPStatusCode": response.status, "HTTPHeaders": headers}}, "PutObject")
+         "ResponseMetadata": {"HTTPStatusCode": response.status, "HTTPHeaders": response.headers}}, "PutObject")
 
 
 def _etag(value: str | None) -> str | None:

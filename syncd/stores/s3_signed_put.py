@@ -1,4 +1,4 @@
-"""A lean PutObject for ``S3Store``: boto3's own request, signed with SigV4, sent over urllib3.
+"""A lean PutObject for ``S3Store``: boto3's own request, signed with SigV4, sent on kept connections.
 
 boto3 spends most of its client CPU per PutObject on work that is the same for every object of
 a bucket: resolving the endpoint rules, building the user agent, walking its event hooks. For
@@ -32,8 +32,9 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import urllib3
 from botocore.httpsession import get_cert_path
+
+from syncd.stores.http1 import HTTPConnections, Response
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -94,7 +95,7 @@ class SignedPut:
         self.headers["host"] = host_header(base_url)
         self.signer = SigV4(region)
         self.transfers = transfers
-        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._pool: HTTPConnections | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -125,23 +126,20 @@ class SignedPut:
             return None  # boto3 goes through the proxy; keep it that way
         return cls(url[: -len(quoted)], region, credentials, headers, transfers)
 
-    def _connections(self) -> urllib3.HTTPConnectionPool:
+    def _connections(self) -> HTTPConnections:
         pid = os.getpid()
-        if self._pool is None or self._pid != pid:  # pools are not shared with a forked child
+        if self._pool is None or self._pid != pid:  # connections are not shared with a forked child
             with self._lock:
                 if self._pool is None or self._pid != pid:
-                    options: dict[str, Any] = {"maxsize": max(self.transfers, 10), "block": False,
-                                               "retries": False, "timeout": urllib3.Timeout(connect=10, read=60)}
-                    if self.base_url.startswith("https:"):
-                        options["ca_certs"] = os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
-                    self._pool = urllib3.connection_from_url(self.base_url, **options)
+                    self._pool = HTTPConnections(self.base_url, max(self.transfers, 10),
+                                                 ca_certs=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True))
                     self._pid = pid
         return self._pool
 
-    def put(self, full_key: str, data: bytes, sha256: str) -> Any:
+    def put(self, full_key: str, data: bytes, sha256: str) -> Response:
         """The response (status, headers, data): the caller reads the ETag of a stored object,
         or explains a failure. One request: the caller retries (``RetryingStore.call``); a
-        network error raises urllib3's ``HTTPError``."""
+        network error raises an ``OSError`` (``ConnectionError``, ``TimeoutError``, ...)."""
         credentials = self.credentials.get_frozen_credentials()  # (refreshed when they expire)
         headers = dict(self.headers)
         headers["x-amz-meta-sha256"] = sha256
@@ -154,8 +152,7 @@ class SignedPut:
         path = self.base_path + quote(full_key, safe="/~")
         headers["authorization"] = self.signer.authorization("PUT", path, headers, sha256, credentials.access_key,
                                                              credentials.secret_key, amz_date)
-        return self._connections().urlopen("PUT", path, body=data, headers=headers, retries=False, redirect=False,
-                                           assert_same_host=False)
+        return self._connections().request("PUT", path, headers, data)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -95,7 +95,7 @@ def test_each_request_is_signed_as_botocore_signs_it(monkeypatch, base_url, toke
     sent = []
 
     class Connections:
-        def urlopen(self, method, path, body, headers, **_):
+        def request(self, method, path, headers, body):
             sent.append((method, path, body, headers))
 
     monkeypatch.setattr(lean, "_connections", Connections)
