@@ -15,6 +15,7 @@ Ours converts JSON with ``syncd convert``'s task shape (``syncd.document.label_s
     python bench/bench_convert.py --tasks 100000 --ours-path /tmp/old-checkout   # another version of ours
     python bench/bench_convert.py --tasks 100000 --workers 0     # ours in one process
     python bench/bench_convert.py --tasks 10000 100000 1000000 --formats COCO,CSV,YOLO --repeat 2 2 1
+    python bench/bench_convert.py --tasks 100000 --busy 1     # a busy machine: 1 CPU-bound process beside
 
 With several ``--tasks`` sizes (smallest first) each size runs as one table, then a last table
 shows how cost grows: per-task wall and CPU time of each side's best run, and each side's peak
@@ -23,7 +24,10 @@ RSS as a ratio to the smallest size (``--repeat``: one number per size, or one f
 Each format runs ``--repeat`` pairs (default 3): ours and the SDK one right after the other,
 alternating which goes first, and the speed-up is taken pair by pair (this machine's timings are
 noisy, and other work on it changes from minute to minute); the 1-minute load average before
-each pair is printed with them. Inputs are kept (and reused) with ``--workdir DIR``. Every run
+each pair is printed with them, and the CPU-time ratio (sdk / ours, workers included): what the
+speed-up tends to when every CPU is taken by other work. ``--busy N`` keeps N CPU-bound
+processes running for the whole bench, so that a busy machine is a setting, not luck.
+Inputs are kept (and reused) with ``--workdir DIR``. Every run
 writes into a new directory, and all of them are removed only at the end: mass deletions slow
 the file creation that follows them (VOC and YOLO write one file per image). For VOC and YOLO
 the bench also times creating the same files with a plain loop: the file system's floor.
@@ -236,8 +240,8 @@ def bench_size(args: argparse.Namespace, tasks: int, repeat: int, formats: list[
     print(f"\n{repeat} pairs of runs per format, alternating which side runs first; the speed-up is "
           f"taken pair by pair (sdk / ours); load: the 1-minute load average before each pair "
           f"({os.cpu_count()} CPUs)")
-    print(f"{'format':<10} {'ours s':>7} {'sdk s':>7} {'speed-up per pair':>22} {'median':>7} {'load':>11} "
-          f"{'ours MB':>8} {'worker MB':>9} {'sdk MB':>7}  equal")
+    print(f"{'format':<10} {'ours s':>7} {'sdk s':>7} {'speed-up per pair':>22} {'median':>7} {'cpu x':>6} "
+          f"{'load':>11} {'ours MB':>8} {'worker MB':>9} {'sdk MB':>7}  equal")
     rows: list[dict] = []
     floors = []
     for fmt in formats:
@@ -268,15 +272,19 @@ def bench_size(args: argparse.Namespace, tasks: int, repeat: int, formats: list[
             equal, how = outputs_equal(fmt, ours["out"], sdk["out"])
             row.update(sdk=sdk, ratios=ratios, equal=equal)
             per_pair = " ".join(f"{r:.1f}" for r in ratios)
+            cpu = statistics.median(p["sdk"]["cpu_s"] / p["ours"]["cpu_s"] for p in pairs)
             print(f"{fmt:<10} {ours['seconds']:>7.2f} {sdk['seconds']:>7.2f} {per_pair:>22} "
-                  f"{statistics.median(ratios):>6.1f}x {load:>11} {ours['peak_mb']:>8.1f} {_workers(ours):>9} "
+                  f"{statistics.median(ratios):>6.1f}x {cpu:>5.1f}x {load:>11} {ours['peak_mb']:>8.1f} "
+                  f"{_workers(ours):>9} "
                   f"{sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
         else:
-            print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {load:>11} {ours['peak_mb']:>8.1f} "
+            print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {'-':>6} {load:>11} "
+                  f"{ours['peak_mb']:>8.1f} "
                   f"{_workers(ours):>9} {'-':>7}", flush=True)
         rows.append(row)
-    print("(ours s, sdk s: the best run of each side; MB: peak resident memory of the converting process, "
-          "of ours's largest worker process, of the SDK's process)")
+    print("(ours s, sdk s: the best run of each side; cpu x: median of the pairs' CPU-time ratios, sdk / ours "
+          "with its workers; MB: peak resident memory of the converting process, of ours's largest worker "
+          "process, of the SDK's process)")
     for fmt, (seconds, count) in floors:
         print(f"{fmt} file system floor: creating its {count} files again with a plain loop takes "
               f"{seconds:.2f} s on this file system")
@@ -340,6 +348,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, nargs="+", default=[3],
                         help="pairs of runs (ours, sdk) per format, alternating which runs first (default 3); "
                              "one number per --tasks size, or one for all")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N CPU-bound processes running beside the bench (a busy machine)")
     parser.add_argument("--_worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
@@ -382,10 +392,18 @@ def main() -> int:
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
     rows: list[dict] = []
-    for tasks, repeat in zip(args.tasks, repeats, strict=True):
-        if len(args.tasks) > 1:
-            print(f"\n=== {tasks} tasks ===", flush=True)
-        rows += bench_size(args, tasks, repeat, formats, use_sdk, work, runs_dir)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    if hogs:
+        print(f"busy: {len(hogs)} CPU-bound process(es) running beside the bench on {os.cpu_count()} CPUs")
+    try:
+        for tasks, repeat in zip(args.tasks, repeats, strict=True):
+            if len(args.tasks) > 1:
+                print(f"\n=== {tasks} tasks ===", flush=True)
+            rows += bench_size(args, tasks, repeat, formats, use_sdk, work, runs_dir)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     if len(args.tasks) > 1:
         print_growth(rows)
     shutil.rmtree(runs_dir, ignore_errors=True)
