@@ -355,7 +355,7 @@ def main() -> int:
     if args._worker:
         worker(*args._worker)
         return 0
-    from bench_resync import precompile
+    from bench_resync import busy, precompile
 
     precompile(Path(args.ours_path))
     if not FIXTURES.is_dir():
@@ -392,18 +392,11 @@ def main() -> int:
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir()
     rows: list[dict] = []
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
-    if hogs:
-        print(f"busy: {len(hogs)} CPU-bound process(es) running beside the bench on {os.cpu_count()} CPUs")
-    try:
+    with busy(args.busy):
         for tasks, repeat in zip(args.tasks, repeats, strict=True):
             if len(args.tasks) > 1:
                 print(f"\n=== {tasks} tasks ===", flush=True)
             rows += bench_size(args, tasks, repeat, formats, use_sdk, work, runs_dir)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
     if len(args.tasks) > 1:
         print_growth(rows)
     shutil.rmtree(runs_dir, ignore_errors=True)

@@ -25,7 +25,8 @@ prints each pair's ratio and their median. ``--baseline`` picks them, several at
   (bench/ls_export_check.py; printed, not a failure). ``--label-studio`` alone means
   ``--baseline label-studio`` and at least one pair.
 
-The load average is recorded with every step.
+The load average is recorded with every step. ``--busy N`` keeps N CPU-bound processes running
+for the whole bench: a busy machine as a setting, not luck.
 
 Each step runs `python -m syncd resync --db sqlite:///DB --target DIR --state STATE` as a child
 process; wall time, tasks/s, CPU time and the child's peak RSS are reported. Peak RSS comes from GNU
@@ -39,6 +40,7 @@ while the generator, the fixture and the parameters are unchanged).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -50,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -69,6 +72,21 @@ def gnu_time() -> bool:
                               timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+@contextlib.contextmanager
+def busy(processes: int) -> Iterator[None]:
+    """``processes`` CPU-bound processes running beside the bench while the block runs."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    if hogs:
+        print(f"busy: {len(hogs)} CPU-bound process(es) running beside the bench on {os.cpu_count()} CPUs",
+              flush=True)
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def precompile(root: Path = REPO) -> None:
@@ -221,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--syncd", default=None,
                     help="command to run instead of '<python> -m syncd' (e.g. 'syncd')")
     ap.add_argument("--no-gnu-time", action="store_true", help="measure RSS with os.wait4 only")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="keep N CPU-bound processes running beside the bench (a busy machine)")
     a = ap.parse_args(argv)
     if a.baseline is None:
         a.baseline = ["label-studio"] if a.label_studio else ["per-object"]
@@ -239,7 +259,8 @@ def main(argv=None) -> int:
     use_time = not a.no_gnu_time and gnu_time()
     a.work_dir.mkdir(parents=True, exist_ok=True)
     sizes = [None] if a.db else a.tasks
-    runs = [bench_size(a, tasks, base, env, use_time) for tasks in sizes]
+    with busy(a.busy):
+        runs = [bench_size(a, tasks, base, env, use_time) for tasks in sizes]
 
     print()
     print(f"syncd resync into a local directory, python {platform.python_version()}, {os.cpu_count()} CPUs; "
