@@ -97,15 +97,14 @@ class HTTPConnections:
                 if rest:
                     connection.sock.sendall(rest)
                 response, keep = self._read(connection, method)
-            except (ConnectionError, TimeoutError) as exc:
+            except BaseException as exc:
                 connection.close()
-                # A kept connection the server closed just now: nothing was answered, so the
-                # request is sent again on a new one (once: a new connection is not retried).
-                if connection.used and not connection.answering and not isinstance(exc, TimeoutError):
+                # A kept connection the server closed just now (a reset, an EOF, TLS's too):
+                # nothing was answered, so the request is sent again on a new one (once: a new
+                # connection is not retried).
+                if (isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and connection.used
+                        and not connection.answering):
                     continue
-                raise
-            except BaseException:
-                connection.close()
                 raise
             if keep:
                 connection.used = True
