@@ -18,7 +18,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -82,7 +81,7 @@ class Daemon:
         self.status = StatusBoard(self.events, process=logs.process_name, ready=self.health.get,
                                   lag=lambda: time.time() - self.behind_since
                                   if self.behind_since and not self.health.get()[0] else 0.0)
-        self.metrics.process.labels(f"{socket.gethostname()}:{os.getpid()}").set(1)
+        self.metrics.process.labels(logs.process_name()).set(1)  # as logs name it
         self.failing_since: float | None = None  # monotonic time the current outage began
         self.writes_failing_since: float | None = None  # ... the target began refusing writes
         self._writes_failing = ""
