@@ -46,7 +46,7 @@ class SigV4:
     def __init__(self, region: str, service: str = "s3"):
         self.region = region
         self.service = service
-        self._keys: dict[tuple[str, str], bytes] = {}
+        self._key: tuple[str, str, bytes] = ("", "", b"")  # (secret, day, signing key): the last derived
 
     def authorization(self, method: str, path: str, headers: dict[str, str], payload_sha256: str,
                       access_key: str, secret_key: str, amz_date: str) -> str:
@@ -63,12 +63,12 @@ class SigV4:
         return f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
 
     def _signing_key(self, secret_key: str, day: str) -> bytes:
-        key = self._keys.get((secret_key, day))
-        if key is None:
+        cached_secret, cached_day, key = self._key
+        if (cached_secret, cached_day) != (secret_key, day):
             key = f"AWS4{secret_key}".encode()
             for part in (day, self.region, self.service, "aws4_request"):
                 key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys = {(secret_key, day): key}  # (credentials rotate, days pass: keep one)
+            self._key = (secret_key, day, key)  # (one assignment: threads see the old key or the new)
         return key
 
 
