@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from syncd.stores.http1 import HTTPConnections, ProtocolError
+from tests.servers import free_port
 
 CLOSE = object()  # close the connection instead of answering
 HANG = object()  # never answer
@@ -195,11 +196,8 @@ def test_a_server_that_never_answers_times_out(serve):
 
 
 def test_nothing_listening_is_a_connection_error():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
-        put(HTTPConnections(f"http://127.0.0.1:{port}", 4))
+        put(HTTPConnections(f"http://127.0.0.1:{free_port()}", 4))
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
