@@ -275,12 +275,10 @@ def bench_size(args: argparse.Namespace, tasks: int, repeat: int, formats: list[
             cpu = statistics.median(p["sdk"]["cpu_s"] / p["ours"]["cpu_s"] for p in pairs)
             print(f"{fmt:<10} {ours['seconds']:>7.2f} {sdk['seconds']:>7.2f} {per_pair:>22} "
                   f"{statistics.median(ratios):>6.1f}x {cpu:>5.1f}x {load:>11} {ours['peak_mb']:>8.1f} "
-                  f"{_workers(ours):>9} "
-                  f"{sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
+                  f"{_workers(ours):>9} {sdk['peak_mb']:>7.1f}  {equal} ({how})", flush=True)
         else:
             print(f"{fmt:<10} {ours['seconds']:>7.2f} {'-':>7} {'-':>22} {'-':>7} {'-':>6} {load:>11} "
-                  f"{ours['peak_mb']:>8.1f} "
-                  f"{_workers(ours):>9} {'-':>7}", flush=True)
+                  f"{ours['peak_mb']:>8.1f} {_workers(ours):>9} {'-':>7}", flush=True)
         rows.append(row)
     print("(ours s, sdk s: the best run of each side; cpu x: median of the pairs' CPU-time ratios, sdk / ours "
           "with its workers; MB: peak resident memory of the converting process, of ours's largest worker "
