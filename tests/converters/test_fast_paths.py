@@ -8,14 +8,12 @@ result. Small files are written by a background thread, in order.
 from __future__ import annotations
 
 import copy
-import gc
 import io
 import json
 import os
 import random
 import re
 import urllib.parse
-import weakref
 from pathlib import Path
 
 import pytest
@@ -473,51 +471,9 @@ def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit
         assert parallel._decode_fields(b'[{"id":1,"annotations":[],"data":{"x":NaN}}]') is None
         assert parallel._decode_fields(b'[{"id":1,"annotations":[{"result":[5]}],"data":{}}]') is None
     finally:
-        _end_worker_here()
-
-
-def _end_worker_here() -> None:
-    """Undo ``parallel._init_worker`` run in the test process (it disables automatic collection)."""
-    parallel._worker_decoder = None
-    parallel._worker_job = None
-    os.close(parallel._worker_fd)
-    gc.enable()
-    gc.unfreeze()
-
-
-class _Cycle:
-    def __init__(self) -> None:
-        self.me = self
-
-
-class _CycleJob:
-    """Each task leaves a reference cycle behind (as a caught exception's traceback can)."""
-
-    def __init__(self) -> None:
-        self.left: list[weakref.ref] = []
-
-    def process(self, task, warn, main):
-        self.left.append(weakref.ref(_Cycle()))
-        return task["id"]
-
-    def combine(self, payloads):
-        return payloads
-
-
-def test_a_worker_collects_the_cycles_of_a_batch_when_it_ends(tmp_path):
-    """Workers run without automatic collection (it went over the live decoded tasks again and
-    again); what a batch leaves in reference cycles must still be freed after it."""
-    path = tmp_path / "in.json"
-    path.write_text(json.dumps([{"id": i, "data": {}, "annotations": []} for i in range(50)]))
-    job = _CycleJob()
-    parallel._init_worker(job, path)
-    try:
-        assert not gc.isenabled()
-        out = parallel._run_batch(1, path.stat().st_size - 2)  # the elements between [ and ]
-        assert out == [(list(range(50)), [])]
-        assert len(job.left) == 50 and all(ref() is None for ref in job.left)
-    finally:
-        _end_worker_here()
+        parallel._worker_decoder = None
+        parallel._worker_job = None
+        os.close(parallel._worker_fd)
 
 
 def test_no_workers_for_small_files_or_plain_iterables(tmp_path):
