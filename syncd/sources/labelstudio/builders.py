@@ -80,10 +80,10 @@ class DocumentBuilders:
             log.info("building documents in %d worker processes (build_workers)", self.workers)
         self._generation += 1
         self._used = time.monotonic()
-        return self._in_order(self._pool, _Ahead(self._pool, iter(batches), (self._generation, project_ids),
-                                                 2 * self.workers), here)
+        return self._in_order(_Ahead(self._pool, iter(batches), (self._generation, project_ids), 2 * self.workers),
+                              here)
 
-    def _in_order(self, pool: ProcessPoolExecutor, ahead: _Ahead,
+    def _in_order(self, ahead: _Ahead,
                   here: Callable[[list[int]], list[TaskDocument | BadTask]]) -> Iterator[TaskDocument | BadTask]:
         for ids, future in ahead:
             try:
@@ -92,7 +92,7 @@ class DocumentBuilders:
                 log.warning("a document builder process died (%s); building documents in this process "
                             "from here on", one_line(exc))
                 self.broken = True
-                if self._pool is pool:
+                if self._pool is ahead.pool:  # (not a pool started since, by a later call)
                     self.close(wait=False)
                 yield from here(ids)
                 for ids, _ in ahead.rest():
@@ -121,7 +121,7 @@ class _Ahead:
     their futures."""
 
     def __init__(self, pool: ProcessPoolExecutor, batches: Iterator[list[int]], args: tuple, ahead: int):
-        self._pool = pool
+        self.pool = pool
         self._batches = batches
         self._args = args
         self._pending: deque[tuple[list[int], Future]] = deque()
@@ -131,7 +131,7 @@ class _Ahead:
     def _submit_next(self) -> None:
         ids = next(self._batches, None)
         if ids is not None:
-            self._pending.append((ids, self._pool.submit(_build_batch, ids, *self._args)))
+            self._pending.append((ids, self.pool.submit(_build_batch, ids, *self._args)))
 
     def __iter__(self) -> Iterator[tuple[list[int], Future]]:
         while self._pending:
