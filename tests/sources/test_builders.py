@@ -77,7 +77,8 @@ def test_a_bad_task_comes_back_from_a_worker_as_the_same_bad_task(ls_db):
     assert in_workers[8].body == here[8].body  # the other task of the batch is still fine
 
 
-def test_a_worker_killed_mid_pass_leaves_the_rest_to_this_process(ls_db, caplog):
+@pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "once-the-pool-noticed"])
+def test_a_worker_killed_mid_pass_leaves_the_rest_to_this_process(ls_db, caplog, noticed):
     url = f"sqlite:///{ls_db}"
     expected = build(url, workers=0)
     source = LabelStudioSource(connect(url), batch_size=1, options=DocumentOptions(predictions="ids"), workers=2)
@@ -85,8 +86,14 @@ def test_a_worker_killed_mid_pass_leaves_the_rest_to_this_process(ls_db, caplog)
         ids = [row[0] for row in source.db.query("SELECT id FROM task")]
         documents = iter(source.documents(ids))
         first = next(documents)  # the workers are up
-        for pid in list(source._builders._pool._processes):
+        pool = source._builders._pool
+        for pid in list(pool._processes):
             os.kill(pid, signal.SIGKILL)
+        if noticed:  # the pool knows before the next batch is handed over: it refuses new work
+            deadline = time.monotonic() + 30
+            while not pool._broken and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert pool._broken
         with caplog.at_level("WARNING", logger="syncd"):
             docs = {doc.task_id: doc.body for doc in [first, *documents]}
         assert docs == {tid: doc.body for tid, doc in expected.items()}  # every document, none twice

@@ -130,8 +130,16 @@ class _Ahead:
 
     def _submit_next(self) -> None:
         ids = next(self._batches, None)
-        if ids is not None:
-            self._pending.append((ids, self.pool.submit(_build_batch, ids, *self._args)))
+        if ids is None:
+            return
+        try:
+            future = self.pool.submit(_build_batch, ids, *self._args)
+        except BrokenProcessPool as exc:
+            # A worker died and the pool already knows: it takes no more work. The batch fails
+            # where its result is taken, like those in flight, and is built in this process.
+            future = Future()
+            future.set_exception(exc)
+        self._pending.append((ids, future))
 
     def __iter__(self) -> Iterator[tuple[list[int], Future]]:
         while self._pending:
