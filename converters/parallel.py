@@ -21,7 +21,8 @@ Both ways give the same payloads in the same order (chunked differently), with t
   processed here, in order;
 * a batch that is not a run of whole JSON values (braces inside strings fooled the cutter)
   stops the parallel run: the results before it are kept and the rest of the file is read
-  here, the exact way (which also reports invalid JSON as the sequential reader does).
+  here, the exact way (which also reports invalid JSON as the sequential reader does);
+* so does a worker that dies (killed, out of memory), from the first batch not yet taken.
 
 Workers are forked (no re-import of the caller's ``__main__``, fast start), and only when no
 other thread runs in this process (forking a threaded program is unsafe: syncd's daemon, for
@@ -41,11 +42,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import jsonstream
-from .base import ConvertOptions
+from .base import ConvertOptions, logger
 
 try:  # optional accelerator, never required
     import msgspec as _msgspec
@@ -327,7 +329,10 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                     exhausted = True
                     break
                 if cut[0] == "batch":
-                    cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], cut[2]))
+                    try:
+                        cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], cut[2]))
+                    except BrokenProcessPool:  # a worker died: from this batch on, in this process
+                        cut = ("rest", cut[1])
                 pending.append(cut)
                 if cut[0] == "rest":
                     exhausted = True
@@ -340,7 +345,12 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
             if entry[0] == "rest":
                 restart_at = entry[1]
                 break
-            out = entry[2].result()
+            try:
+                out = entry[2].result()
+            except BrokenProcessPool as exc:
+                # a worker died (killed, out of memory): this batch and the rest, in this process
+                logger.warning("a converter worker process died (%s); converting the rest in this process", exc)
+                out = None
             if out is None:  # a wrong cut (or invalid JSON): from here on, the exact way
                 restart_at = entry[1]
                 error = None

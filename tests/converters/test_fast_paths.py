@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import signal
 import urllib.parse
 from pathlib import Path
 
@@ -417,6 +418,40 @@ def test_workers_stop_at_a_wrong_guess_and_read_the_rest_exactly(data_first, tmp
     assert restarts  # the "]}" in an annotation fooled the cutter
     monkeypatch.setattr(parallel.ArrayFile, "iter_from", original)
     _convert_file(source, "CONLL2003", cfg, tmp_path / "one", 0)
+    assert (tmp_path / "one" / "result.conll").read_bytes() == (tmp_path / "two" / "result.conll").read_bytes()
+
+
+_run_batch = parallel._run_batch
+_batches_here: list[int] = []  # (each forked worker has its own)
+
+
+def _dies_at_its_fourth_batch(offset: int, length: int) -> object:
+    """``parallel._run_batch`` in a worker that is killed when its fourth batch comes (a module
+    function: the pool sends functions by name)."""
+    _batches_here.append(offset)
+    if len(_batches_here) >= 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _run_batch(offset, length)
+
+
+@needs_fixtures
+@pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
+def test_a_worker_that_dies_leaves_the_rest_to_this_process(tmp_path, monkeypatch, caplog):
+    """A worker killed mid-run (the out-of-memory killer, an operator): the conversion goes on
+    in this process from the first batch not yet taken, and gives the same file."""
+    source = tmp_path / "in.json"
+    _tricky_export("text-ner", source)
+    cfg = converters.parse_label_config(EXPORTS / "text-ner" / "label_config.xml")
+    _convert_file(source, "CONLL2003", cfg, tmp_path / "one", 0)
+    monkeypatch.setattr(parallel, "_run_batch", _dies_at_its_fourth_batch)
+    monkeypatch.setattr(parallel, "_BATCH_BYTES", 3000)
+    restarts: list[int] = []
+    iter_from = parallel.ArrayFile.iter_from
+    monkeypatch.setattr(parallel.ArrayFile, "iter_from", lambda self, offset: restarts.append(offset)
+                        or iter_from(self, offset))
+    with caplog.at_level("WARNING", logger="converters"):
+        _convert_file(source, "CONLL2003", cfg, tmp_path / "two", 2)
+    assert restarts and "a converter worker process died" in caplog.text
     assert (tmp_path / "one" / "result.conll").read_bytes() == (tmp_path / "two" / "result.conll").read_bytes()
 
 
