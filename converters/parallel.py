@@ -310,7 +310,8 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
 
     f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
     cuts = jsonstream.iter_array_batches(f, _BATCH_BYTES, tasks.chunk)
-    pending: deque[tuple] = deque()  # ("value", offset, task) | ("batch", offset, future) | ("rest", offset)
+    # ("value", offset, task) | ("batch", offset, future) | ("rest", offset[, why the pool stopped])
+    pending: deque[tuple] = deque()
     restart_at: int | None = None
     error: BaseException | None = None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
@@ -331,8 +332,8 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                 if cut[0] == "batch":
                     try:
                         cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], cut[2]))
-                    except BrokenProcessPool:  # a worker died: from this batch on, in this process
-                        cut = ("rest", cut[1])
+                    except BrokenProcessPool as exc:  # a worker died: from this batch on, in this process
+                        cut = ("rest", cut[1], exc)
                 pending.append(cut)
                 if cut[0] == "rest":
                     exhausted = True
@@ -343,13 +344,14 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                 yield from in_main(entry[2])
                 continue
             if entry[0] == "rest":
+                if len(entry) > 2:
+                    _worker_died(entry[2])
                 restart_at = entry[1]
                 break
             try:
                 out = entry[2].result()
-            except BrokenProcessPool as exc:
-                # a worker died (killed, out of memory): this batch and the rest, in this process
-                logger.warning("a converter worker process died (%s); converting the rest in this process", exc)
+            except BrokenProcessPool as exc:  # this batch and the rest, in this process
+                _worker_died(exc)
                 out = None
             if out is None:  # a wrong cut (or invalid JSON): from here on, the exact way
                 restart_at = entry[1]
@@ -372,3 +374,7 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
         return
     if error is not None:
         raise error
+
+
+def _worker_died(exc: BrokenProcessPool) -> None:
+    logger.warning("a converter worker process died (%s); converting the rest in this process", exc)
