@@ -7,6 +7,7 @@ result. Small files are written by a background thread, in order.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import io
 import json
@@ -15,6 +16,7 @@ import random
 import re
 import signal
 import urllib.parse
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -434,16 +436,31 @@ def _dies_at_its_fourth_batch(offset: int, length: int) -> object:
     return _run_batch(offset, length)
 
 
+class _RefusingPool(concurrent.futures.ProcessPoolExecutor):
+    """A pool that already knows a worker died when the sixth batch is handed over (the case
+    where the main process learns it from ``submit``, not from a batch's result)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.handed = getattr(self, "handed", 0) + 1
+        if self.handed >= 6:
+            raise BrokenProcessPool("A child process terminated abruptly")
+        return super().submit(fn, *args, **kwargs)
+
+
 @needs_fixtures
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
-def test_a_worker_that_dies_leaves_the_rest_to_this_process(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("how", ["killed", "refused"])
+def test_a_worker_that_dies_leaves_the_rest_to_this_process(how, tmp_path, monkeypatch, caplog):
     """A worker killed mid-run (the out-of-memory killer, an operator): the conversion goes on
     in this process from the first batch not yet taken, and gives the same file."""
     source = tmp_path / "in.json"
     _tricky_export("text-ner", source)
     cfg = converters.parse_label_config(EXPORTS / "text-ner" / "label_config.xml")
     _convert_file(source, "CONLL2003", cfg, tmp_path / "one", 0)
-    monkeypatch.setattr(parallel, "_run_batch", _dies_at_its_fourth_batch)
+    if how == "killed":
+        monkeypatch.setattr(parallel, "_run_batch", _dies_at_its_fourth_batch)
+    else:
+        monkeypatch.setattr(parallel, "ProcessPoolExecutor", _RefusingPool)
     monkeypatch.setattr(parallel, "_BATCH_BYTES", 3000)
     restarts: list[int] = []
     iter_from = parallel.ArrayFile.iter_from
