@@ -41,7 +41,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
@@ -310,8 +310,7 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
 
     f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
     cuts = jsonstream.iter_array_batches(f, _BATCH_BYTES, tasks.chunk)
-    # ("value", offset, task) | ("batch", offset, future) | ("rest", offset[, why the pool stopped])
-    pending: deque[tuple] = deque()
+    pending: deque[tuple] = deque()  # ("value", offset, task) | ("batch", offset, future) | ("rest", offset)
     restart_at: int | None = None
     error: BaseException | None = None
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
@@ -331,9 +330,13 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                     break
                 if cut[0] == "batch":
                     try:
-                        cut = ("batch", cut[1], pool.submit(_run_batch, cut[1], cut[2]))
-                    except BrokenProcessPool as exc:  # a worker died: from this batch on, in this process
-                        cut = ("rest", cut[1], exc)
+                        future = pool.submit(_run_batch, cut[1], cut[2])
+                    except BrokenProcessPool as exc:
+                        # a worker died and the pool knows: the batch fails where its result is
+                        # taken, like those in flight
+                        future = Future()
+                        future.set_exception(exc)
+                    cut = ("batch", cut[1], future)
                 pending.append(cut)
                 if cut[0] == "rest":
                     exhausted = True
@@ -344,14 +347,13 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                 yield from in_main(entry[2])
                 continue
             if entry[0] == "rest":
-                if len(entry) > 2:
-                    _worker_died(entry[2])
                 restart_at = entry[1]
                 break
             try:
                 out = entry[2].result()
-            except BrokenProcessPool as exc:  # this batch and the rest, in this process
-                _worker_died(exc)
+            except BrokenProcessPool as exc:
+                # a worker died (killed, out of memory): this batch and the rest, in this process
+                logger.warning("a converter worker process died (%s); converting the rest in this process", exc)
                 out = None
             if out is None:  # a wrong cut (or invalid JSON): from here on, the exact way
                 restart_at = entry[1]
@@ -374,7 +376,3 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
         return
     if error is not None:
         raise error
-
-
-def _worker_died(exc: BrokenProcessPool) -> None:
-    logger.warning("a converter worker process died (%s); converting the rest in this process", exc)
