@@ -28,6 +28,7 @@ from syncd import __version__
 
 USER_AGENT = f"syncd/{__version__}"
 MAX_LINE = 65536
+DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_HEADERS = 100
 
 
@@ -70,7 +71,7 @@ class HTTPConnections:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url}")
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or DEFAULT_PORTS[parts.scheme]
         self.size = size
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout

@@ -34,9 +34,7 @@ from urllib.parse import quote, urlsplit
 
 from botocore.httpsession import get_cert_path
 
-from syncd.stores.http1 import HTTPConnections, Response
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
+from syncd.stores.http1 import DEFAULT_PORTS, HTTPConnections, Response
 
 
 class SigV4:
