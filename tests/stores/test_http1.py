@@ -4,6 +4,7 @@ servers send, kept connections the server drops, timeouts and TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -35,7 +36,9 @@ class ScriptedServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._socks: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -44,7 +47,9 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+            self._socks.append(sock)
+            self._threads.append(threading.Thread(target=self._serve, args=(sock,), daemon=True))
+            self._threads[-1].start()
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -77,8 +82,17 @@ class ScriptedServer:
             sock.close()
 
     def close(self) -> None:
+        """Stop, and end every connection's thread (a thread left running keeps later tests of
+        this process from forking converter workers)."""
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # (wakes the accept; closing alone does not)
         self._listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
 
 @pytest.fixture
