@@ -78,10 +78,14 @@ def exact_orjson(value: object, option: int = 0, finite: bool = False) -> bytes 
         raw = _orjson.dumps(value, option=option)
     except TypeError:
         return None
-    if (b"0.0000" in raw or EXPONENT.search(raw) is not None
-            or not finite and b"null" in raw and _non_finite(value)):
-        return None
-    return raw
+    return raw if is_json_module_output(raw, value, finite) else None
+
+
+def is_json_module_output(raw: bytes, value: object, finite: bool = False) -> bool:
+    """Whether ``raw``, orjson's JSON of ``value``, is the json module's: not when it holds a
+    float that one of them writes with an exponent, or (unless ``finite``) NaN or Infinity."""
+    return not (b"0.0000" in raw or EXPONENT.search(raw) is not None
+                or not finite and b"null" in raw and _non_finite(value))
 
 
 _float_repr = float.__repr__

@@ -1,18 +1,21 @@
-"""JSON: Label Studio's own task format, one JSON array of task documents (streamed), each
-written as the json module writes it compactly (``ensure_ascii=False``, ``(",", ":")``).
+"""JSON: Label Studio's own task format, one JSON array of task documents (streamed).
 
 ``ConvertOptions.task_shape`` (``syncd convert`` gives ``syncd.document.label_studio_export``:
 bare prediction and user ids) is applied to every task first.
 
-A big export file is converted by worker processes, a batch of tasks at a time
-(``JsonJob.whole_batch``): decoded by msgspec and encoded again by orjson, which write what the
-json module writes for everything but a few floats (such batches, and any that orjson cannot
-handle, are encoded task by task). A batch whose output is its own bytes (an export written by
-the json module, such as syncd's) is copied from the input file by the kernel
-(``os.copy_file_range``); any other is written by the worker to a hidden part file beside the
-result, which the main process copies in the same way and removes. Label Studio's own export
-escapes "/" as "\\/", which the json module does not, so its batches are encoded again. The
-output is the same either way.
+Tasks given one by one (syncd's documents, a database) are written as the json module writes
+them compactly (``ensure_ascii=False``, ``(",", ":")``). An export file is read in batches of
+about 1 MB of tasks (``JsonJob.whole_batch``; by worker processes when it is big), each decoded
+(msgspec when installed): a batch that the shape leaves unchanged and that is what the json
+module writes, or what Label Studio writes (the same but that it escapes "/" as "\\/"), is
+copied from the input file by the kernel (``os.copy_file_range``), so Label Studio's export
+comes out byte for byte as it went in, as label-studio-sdk's JSON "conversion" (a copy of the
+file) gives it. Any other batch is encoded again as the json module writes it: by orjson where
+its bytes are the same, task by task where they are not (a float written with an exponent,
+which is also why a batch of Label Studio's holding one, its ``1e-5`` for the json module's
+``1e-05``, is not copied). A worker writes an encoded batch to a hidden part file beside the
+result, which the main process copies in the same way and removes. Batches are cut the same
+way with and without workers, and with and without orjson, so the output is the same.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from typing import Any, NamedTuple
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import exact_orjson, replacing, write_all
+from .fastio import is_json_module_output, replacing, write_all
 from .items import task_id_of
+from .jsonstream import strict_loads
 from .label_config import LabelConfig
 
 try:  # optional accelerators, never required (without orjson nothing is copied)
@@ -43,14 +47,17 @@ except ImportError:  # pragma: no cover - depends on the environment
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-# what decodes a batch to check it: msgspec's decoder is the faster (it keeps long integers exact
-# and refuses NaN and lone surrogates, as orjson does)
+# what decodes a batch: msgspec's decoder is the fastest (it keeps long integers exact and refuses
+# NaN and lone surrogates, as orjson does); the json module's refuses NaN too
 if _msgspec is not None:
     _decode: Callable[[bytes], Any] = _msgspec.json.Decoder().decode
     _DECODE_ERRORS: tuple[type[Exception], ...] = (_msgspec.DecodeError,)
 elif _orjson is not None:  # pragma: no cover - depends on the environment
     _decode = _orjson.loads
     _DECODE_ERRORS = (_orjson.JSONDecodeError,)
+else:  # pragma: no cover - depends on the environment
+    _decode = strict_loads
+    _DECODE_ERRORS = (ValueError,)  # (also NonFinite and UnicodeDecodeError)
 
 TaskShape = Callable[[dict], dict]
 
@@ -88,34 +95,34 @@ class JsonJob:
     def combine(self, payloads: list[bytes]) -> bytes:
         return b",".join(payloads)
 
-    def whole_batch(self, array: memoryview, offset: int, length: int) -> Span | bytes | None:
-        """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``), encoded by
-        orjson where that gives the json module's bytes: the batch's own span of the input when
-        those are its own bytes, else the bytes, appended to this worker's part file when it has
-        one (a part file per batch: the main process copies it, instead of receiving the bytes
-        through a pipe in pieces, each a hand-over between processes, slow on a busy machine);
-        None to process the tasks one by one (what orjson cannot decode or encode as the json
-        module does, an element that is not a task)."""
-        if _orjson is None:
-            return None
+    def whole_batch(self, array: memoryview, offset: int, length: int, main: bool) -> Span | bytes | None:
+        """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``): the batch's
+        own span of the input when no task changes and the input is what the json module writes,
+        or what Label Studio writes (the same but for its ``\\/``); else the tasks encoded
+        again (``_encode``), returned (``main``) or written to a part file for the main process
+        to copy (instead of sending the bytes through a pipe in pieces, each a hand-over between
+        processes, slow on a busy machine); None to process the tasks one by one (what cannot
+        be decoded or encoded as a whole, an element that is not a task)."""
         try:
             tasks = _decode(array)
         except _DECODE_ERRORS:
             return None  # (NaN, a lone surrogate, invalid JSON: the usual way says what it is)
         shape = self.task_shape
+        shaped = False
         for i, task in enumerate(tasks):
             if type(task) is not dict:
                 return None  # (a list of tasks, a number...: the usual way expands or warns)
             if shape is not None:
                 tasks[i] = shape(task)
-        # None: an integer beyond 64 bits, nesting orjson refuses, a shape's own type, a float the
-        # json module writes with an exponent (msgspec decoded no NaN: finite)
-        out = exact_orjson(tasks, finite=True)
+                shaped = shaped or tasks[i] is not task
+        out = _encode(tasks)
         if out is None:
             return None
-        if out == array:
-            return Span(None, offset, length)  # compact, the same escapes and numbers, no duplicate keys
-        if self.part_prefix is None:
+        # unchanged, and written as the json module writes it (compact, the same numbers, no
+        # duplicate keys) but for "\\/" maybe: what goes out is what came in
+        if not shaped and (out == array or out == array.tobytes().replace(b"\\/", b"/")):
+            return Span(None, offset, length)
+        if main or self.part_prefix is None:
             return out[1:-1]
         fd = os.open(f"{self.part_prefix}{offset}", _PART_FLAGS, 0o600)
         try:
@@ -123,6 +130,23 @@ class JsonJob:
         finally:
             os.close(fd)
         return Span(offset, 0, len(out) - 2)
+
+
+def _encode(tasks: list[dict]) -> bytes | None:
+    """The json module's compact JSON of ``tasks`` (which hold no NaN or Infinity), by orjson when
+    its bytes are those; None when they are not (a float the json module writes with an
+    exponent), or when orjson cannot encode them (an integer beyond 64 bits, deep nesting, a
+    shape's own type) or the json module cannot (a lone surrogate): task by task, then."""
+    if _orjson is not None:
+        try:
+            out = _orjson.dumps(tasks)
+        except TypeError:
+            return None
+        return out if is_json_module_output(out, tasks, finite=True) else None
+    try:
+        return _dumps(tasks).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
 
 
 _PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)

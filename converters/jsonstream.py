@@ -363,8 +363,9 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
 
     Yields, in file order:
 
-    * ``("value", offset, value)``: an element read here the exact way (the first one, to learn
-      the separator between elements, and any element whose braces do not balance);
+    * ``("value", offset, value, length)``: an element read here the exact way (the first one,
+      to learn the separator between elements, and any element whose braces do not balance),
+      ``length`` bytes long (when it is not an ``Unreadable``);
     * ``("batch", offset, length)``: about ``size`` bytes holding whole elements and the separators
       between them (no brackets), cut at the learned separator where the counts of braces since
       the batch start balance (the elements are objects, so inside one the count of structural
@@ -388,7 +389,7 @@ def iter_array_batches(f: BinaryIO, size: int = 1 << 20, chunk: int = 1 << 22) -
     while True:
         # an element read the exact way, then cuts with the separator it teaches
         value, at = _exact_span(reader)
-        yield "value", reader.base + at, value
+        yield "value", reader.base + at, value, reader.pos - at
         more, sep, skip = _next_element(reader, isinstance(value, dict))
         if not more:
             return

@@ -12,7 +12,9 @@ them...). ``results(tasks, ...)`` yields those chunks:
   This process only cuts the file into batches of about 1 MB of whole tasks
   (``jsonstream.iter_array_batches``, no parsing) and sends their offsets to the workers, which
   read, parse and process them, and combine each batch's payloads. At most a few batches are in
-  flight, so memory does not grow with the file.
+  flight, so memory does not grow with the file. A job that works on whole batches
+  (``Job.whole_batch``: JSON) is run in the same batches in this process when there are no
+  workers.
 
 Both ways give the same payloads in the same order (chunked differently), with the same warnings:
 
@@ -68,9 +70,11 @@ class Redo(Exception):
 class Job(Protocol):
     """``fields`` (optional): a msgspec type (a TypedDict) of the part of a task that ``process``
     reads; workers then decode tasks into just that part (see ``items.ItemTask``).
-    ``whole_batch(array, offset, length)`` (optional): in a worker, the chunk of a whole batch
-    (``array`` is ``[`` + its bytes + ``]``, found at ``offset`` in the file), or None to process
-    its tasks one by one (JSON copies a batch that needs no change instead of encoding it)."""
+    ``whole_batch(array, offset, length, main)`` (optional): the chunk of a whole batch (``array``
+    is ``[`` + its bytes + ``]``, found at ``offset`` in the file), or None to process its tasks
+    one by one (JSON copies a batch that needs no change instead of encoding it); ``main``: run
+    in this process, not in a worker. A job that has it works in the same batches with or
+    without workers (an export file), so its output cannot depend on their number."""
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> Any:
         """The payload of one task (None: nothing to write). With ``main`` False it may raise Redo."""
@@ -153,7 +157,13 @@ def results(tasks: Iterable[Any], fmt: str, job: Job, options: ConvertOptions) -
     order (tasks without a payload left out)."""
     workers = worker_count(tasks, options) if fmt in _PARALLEL else 0
     if workers:
-        yield from _parallel(tasks, job, options, workers)  # type: ignore[arg-type]
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_init_worker, initargs=(job, tasks.path))  # type: ignore[attr-defined]
+        yield from _batches(tasks, job, options, pool, 2 * workers + 1)  # type: ignore[arg-type]
+        return
+    if isinstance(tasks, ArrayFile) and getattr(job, "whole_batch", None) is not None:
+        # the same batches as with workers, run here: the output does not depend on the workers
+        yield from _batches(tasks, job, options, _ThisProcess(BatchRunner(job, tasks.path, main=True)), 1)
         return
     yield from _here(tasks, job, options.warn)
 
@@ -173,119 +183,129 @@ def _here(tasks: Iterable[Any], job: Job, warn: Callable[[object, str], None]) -
         yield job.combine(run)
 
 
-# ------------------------------------------------------------------------------ worker side
+# ------------------------------------------------------------------------------ batch side
 
-_worker_job: Job | None = None
-_worker_decoder: Any = None  # msgspec decoder of a batch into the job's fields, if it has any
-_worker_fd = -1  # the export file, read by each worker itself (only offsets cross the pipe)
+class BatchRunner:
+    """Processes batches of an export file (``run``): in each worker process, or in this one for
+    a job that works on whole batches (``whole_batch``) when there are no workers, so that the
+    output does not depend on how many processes made it."""
+
+    def __init__(self, job: Job, path: Path, main: bool) -> None:
+        self.job = job
+        self.main = main  # in this process (whole batches written here, not to part files)
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fields = getattr(job, "fields", None)
+        # a msgspec decoder of a batch into the job's fields, if it has any
+        self.decoder = _msgspec.json.Decoder(list[fields]) if fields is not None and _msgspec is not None else None
+        self.buffer = bytearray()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def decode_fields(self, array: bytes | memoryview) -> list[Any] | None:
+        """The tasks of a batch (as a JSON array) holding only the job's fields, or None (no
+        decoder, or JSON that the schema does not fit: the batch is then parsed whole)."""
+        if self.decoder is None:
+            return None
+        try:
+            return self.decoder.decode(array)
+        except _msgspec.DecodeError:  # also ValidationError
+            return None
+
+    def read_array(self, offset: int, length: int) -> memoryview:
+        """The batch at ``offset`` as a JSON array, ``[`` + its bytes + ``]``, in a buffer kept from
+        batch to batch: a new megabyte for each batch would be mapped and unmapped by malloc every
+        time, and its page faults cost more than reading the bytes."""
+        if len(self.buffer) < length + 2:
+            self.buffer = bytearray(length + 2 + (length >> 2))
+        buf = self.buffer
+        view = memoryview(buf)
+        end = 1  # buf[1:end] is read
+        while end < length + 1:
+            if _HAVE_PREADV:
+                got = os.preadv(self.fd, [view[end:length + 1]], offset + end - 1)
+            else:  # pragma: no cover - platforms without preadv
+                part = os.pread(self.fd, length + 1 - end, offset + end - 1)
+                got = len(part)
+                buf[end:end + got] = part
+            if not got:
+                break  # the file shrank: the batch will not parse
+            end += got
+        buf[0] = 0x5B  # [
+        buf[end] = 0x5D  # ]
+        return view[:end + 1]
+
+    def run(self, offset: int, length: int) -> list[tuple[Any, Any]] | None:
+        """Process the tasks of the batch at ``offset``: a list of (chunk or None, its tasks'
+        warnings) and (_REDO, task) in task order; None if the batch is not a run of whole JSON
+        values (a wrong cut, or invalid JSON)."""
+        job = self.job
+        array = self.read_array(offset, length)
+        whole_batch = getattr(job, "whole_batch", None)
+        if whole_batch is not None:
+            chunk = whole_batch(array, offset, length, self.main)
+            if chunk is not None:
+                array.release()
+                return [(chunk, [])]
+        out: list[tuple[Any, Any]] = []
+        run: list[Any] = []
+        warnings: list[tuple[object, str]] = []
+        warn = _collector(warnings)
+        tasks: Iterable[Any] | None = self.decode_fields(array)
+        if tasks is None:
+            # processed while parsing (fewer live objects); all of it is dropped if the batch turns
+            # out not to be a run of whole JSON values
+            tasks = jsonstream.iter_array_file(io.BytesIO(array), len(array))
+        array.release()
+        try:
+            for task in tasks:
+                if isinstance(task, list):  # a list of tasks: the main process goes through it
+                    redo = True
+                else:
+                    seen = len(warnings)
+                    try:
+                        payload = job.process(task, warn, self.main)
+                        redo = False
+                    except Redo:
+                        del warnings[seen:]  # the main process says them again
+                        redo = True
+                if redo:
+                    if run or warnings:
+                        out.append((job.combine(run) if run else None, warnings))
+                        run, warnings = [], []
+                        warn = _collector(warnings)
+                    out.append((_REDO, task))
+                elif payload is not None:
+                    run.append(payload)
+        except jsonstream.JSONStreamError:
+            return None
+        if run or warnings:
+            out.append((job.combine(run) if run else None, warnings))
+        return out
+
+
+_HAVE_PREADV = hasattr(os, "preadv")
+_worker: BatchRunner | None = None  # in a worker process: its runner
 
 
 def _init_worker(job: Job, path: Path) -> None:
-    global _worker_job, _worker_decoder, _worker_fd
+    global _worker
     # What was forked stays put (no collector passes over it), and young objects (the decoded
     # tasks: many small dicts and lists, without cycles) are collected less often.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    _worker_job = job  # the caller's own job object (forked, not pickled)
     start = getattr(job, "start_worker", None)
     if start is not None:
         start()
-    _worker_fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    fields = getattr(_worker_job, "fields", None)
-    if fields is not None and _msgspec is not None:
-        _worker_decoder = _msgspec.json.Decoder(list[fields])
-
-
-def _decode_fields(array: bytes | memoryview) -> list[Any] | None:
-    """The tasks of a batch (as a JSON array) holding only the job's fields, or None (no
-    decoder, or JSON that the schema does not fit: the batch is then parsed whole)."""
-    if _worker_decoder is None:
-        return None
-    try:
-        return _worker_decoder.decode(array)
-    except _msgspec.DecodeError:  # also ValidationError
-        return None
-
-
-_worker_buffer = bytearray()
-
-
-def _read_array(offset: int, length: int) -> memoryview:
-    """The batch at ``offset`` as a JSON array, ``[`` + its bytes + ``]``, in a buffer kept from
-    batch to batch: a new megabyte for each batch would be mapped and unmapped by malloc every
-    time, and its page faults cost more than reading the bytes."""
-    global _worker_buffer
-    if len(_worker_buffer) < length + 2:
-        _worker_buffer = bytearray(length + 2 + (length >> 2))
-    buf = _worker_buffer
-    view = memoryview(buf)
-    end = 1  # buf[1:end] is read
-    while end < length + 1:
-        if _HAVE_PREADV:
-            got = os.preadv(_worker_fd, [view[end:length + 1]], offset + end - 1)
-        else:  # pragma: no cover - platforms without preadv
-            part = os.pread(_worker_fd, length + 1 - end, offset + end - 1)
-            got = len(part)
-            buf[end:end + got] = part
-        if not got:
-            break  # the file shrank: the batch will not parse
-        end += got
-    buf[0] = 0x5B  # [
-    buf[end] = 0x5D  # ]
-    return view[:end + 1]
-
-
-_HAVE_PREADV = hasattr(os, "preadv")
+    _worker = BatchRunner(job, path, main=False)  # the caller's own job object (forked, not pickled)
 
 
 def _run_batch(offset: int, length: int) -> list[tuple[Any, Any]] | None:
-    """Process the tasks of the batch at ``offset``: a list of (chunk or None, its tasks'
-    warnings) and (_REDO, task) in task order; None if the batch is not a run of whole JSON
-    values (a wrong cut, or invalid JSON)."""
-    job = _worker_job
-    assert job is not None
-    array = _read_array(offset, length)
-    whole_batch = getattr(job, "whole_batch", None)
-    if whole_batch is not None:
-        chunk = whole_batch(array, offset, length)
-        if chunk is not None:
-            array.release()
-            return [(chunk, [])]
-    out: list[tuple[Any, Any]] = []
-    run: list[Any] = []
-    warnings: list[tuple[object, str]] = []
-    warn = _collector(warnings)
-    tasks: Iterable[Any] | None = _decode_fields(array)
-    if tasks is None:
-        # processed while parsing (fewer live objects); all of it is dropped if the batch turns out
-        # not to be a run of whole JSON values
-        tasks = jsonstream.iter_array_file(io.BytesIO(array), len(array))
-    array.release()
-    try:
-        for task in tasks:
-            if isinstance(task, list):  # a list of tasks: the main process goes through it
-                redo = True
-            else:
-                seen = len(warnings)
-                try:
-                    payload = job.process(task, warn, False)
-                    redo = False
-                except Redo:
-                    del warnings[seen:]  # the main process says them again
-                    redo = True
-            if redo:
-                if run or warnings:
-                    out.append((job.combine(run) if run else None, warnings))
-                    run, warnings = [], []
-                    warn = _collector(warnings)
-                out.append((_REDO, task))
-            elif payload is not None:
-                run.append(payload)
-    except jsonstream.JSONStreamError:
-        return None
-    if run or warnings:
-        out.append((job.combine(run) if run else None, warnings))
-    return out
+    """``BatchRunner.run`` in a worker process."""
+    assert _worker is not None
+    return _worker.run(offset, length)
 
 
 def _collector(sink: list[tuple[object, str]]) -> Callable[[object, str], None]:
@@ -302,23 +322,43 @@ _REDO = _RedoMarker()
 
 # ------------------------------------------------------------------------------ main side
 
-def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int) -> Iterator[Any]:
+class _ThisProcess:
+    """In place of the worker pool when batches are run in this process: each when submitted."""
+
+    def __init__(self, runner: BatchRunner) -> None:
+        self.runner = runner
+
+    def submit(self, fn: Callable[..., Any], offset: int, length: int) -> Future:
+        future: Future = Future()
+        future.set_result(self.runner.run(offset, length))
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        self.runner.close()
+
+
+def _batches(tasks: ArrayFile, job: Job, options: ConvertOptions, pool: ProcessPoolExecutor | _ThisProcess,
+             in_flight: int) -> Iterator[Any]:
+    """The chunks of ``tasks``, cut into batches that ``pool`` runs (at most ``in_flight`` at a time)."""
     warn = options.warn
 
     def in_main(task: Any) -> Iterator[Any]:
         return _here(task if isinstance(task, list) else (task,), job, warn)
 
-    f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
+    try:
+        f = open(tasks.path, "rb")  # noqa: SIM115 - closed in finally
+    except BaseException:
+        pool.shutdown(wait=True)
+        raise
     cuts = jsonstream.iter_array_batches(f, _BATCH_BYTES, tasks.chunk)
-    pending: deque[tuple] = deque()  # ("value", offset, task) | ("batch", offset, future) | ("rest", offset)
+    pending: deque[tuple] = deque()  # ("value", offset, task, _) | ("batch", offset, future) | ("rest", offset)
+    whole = getattr(job, "whole_batch", None) is not None
     restart_at: int | None = None
     error: BaseException | None = None
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(job, tasks.path))
     try:
         exhausted = False
         while True:
-            while not exhausted and sum(1 for p in pending if p[0] == "batch") < 2 * workers + 1:
+            while not exhausted and sum(1 for p in pending if p[0] == "batch") < in_flight:
                 try:
                     cut = next(cuts, None)
                 except jsonstream.JSONStreamError as exc:
@@ -328,6 +368,8 @@ def _parallel(tasks: ArrayFile, job: Job, options: ConvertOptions, workers: int)
                 if cut is None:
                     exhausted = True
                     break
+                if cut[0] == "value" and whole and type(cut[2]) is dict:
+                    cut = ("batch", cut[1], cut[3])  # one task, cut as the others are (see results)
                 if cut[0] == "batch":
                     try:
                         future = pool.submit(_run_batch, cut[1], cut[2])

@@ -13,7 +13,7 @@ import pytest
 from converters import inputs
 from syncd.cli.convert import is_database_url
 from tests.conftest import REPO
-from tests.converters_helpers import EXPORTS, files_under, needs_fixtures, run
+from tests.converters_helpers import EXPORTS, PROJECTS, files_under, needs_fixtures, run
 
 pytestmark = needs_fixtures
 
@@ -24,6 +24,16 @@ def test_convert_export_file_to_yolo(tmp_path, capsys):
               "--label-config", str(export / "label_config.xml"), "--out", str(tmp_path / "out")])
     assert rc == 0
     assert files_under(tmp_path / "out") == files_under(export / "YOLO")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("slug", PROJECTS)
+def test_json_of_a_label_studio_export_is_that_export_byte_for_byte(slug, tmp_path, capsys):
+    """JSON is Label Studio's own format: its export comes out as it went in, as label-studio-sdk's
+    JSON "conversion" (a copy of the file) gives it, "\\/" escapes included."""
+    export = EXPORTS / slug / "JSON.json"
+    assert run(["convert", str(export), "--format", "JSON", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "result.json").read_bytes() == export.read_bytes()
     assert capsys.readouterr().err == ""
 
 

@@ -268,6 +268,7 @@ def test_every_format_is_the_same_without_orjson(slug, tmp_path, monkeypatch):
         with monkeypatch.context() as m:
             m.setattr(jsonstream, "_orjson", None)
             m.setattr(fastio, "_orjson", None)
+            m.setattr(json_export, "_orjson", None)
             converters.get(fmt).convert(inputs.iter_input_tasks(source), config, tmp_path / "b" / fmt)
         assert _outputs(tmp_path / "a" / fmt) == _outputs(tmp_path / "b" / fmt), fmt
 
@@ -506,10 +507,10 @@ def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit
     config = converters.parse_label_config(EXPORTS / "image-bbox" / "label_config.xml")
     job = csv_export.CsvJob(config) if schema == "ItemTask" else coco.CocoJob(config)
     assert job.fields is getattr(items, schema)
-    parallel._init_worker(job, EXPORTS / "image-bbox" / "JSON.json")
+    runner = parallel.BatchRunner(job, EXPORTS / "image-bbox" / "JSON.json", main=False)
     try:
         tasks = json.loads((EXPORTS / "image-bbox" / "JSON.json").read_text(encoding="utf-8"))
-        decoded = parallel._decode_fields(json.dumps(tasks, ensure_ascii=False).encode())
+        decoded = runner.decode_fields(json.dumps(tasks, ensure_ascii=False).encode())
         assert [t["id"] for t in decoded] == [t["id"] for t in tasks]
         assert all("predictions" not in t and "data" in t for t in decoded)
         assert any(t["annotations"] for t in decoded)
@@ -520,12 +521,10 @@ def test_field_decoding_keeps_only_what_items_read_and_refuses_what_does_not_fit
             else:
                 assert ([_region_part(i) for i in items.task_items(part, config)]
                         == [_region_part(i) for i in items.task_items(full, config)])
-        assert parallel._decode_fields(b'[{"id":1,"annotations":[],"data":{"x":NaN}}]') is None
-        assert parallel._decode_fields(b'[{"id":1,"annotations":[{"result":[5]}],"data":{}}]') is None
+        assert runner.decode_fields(b'[{"id":1,"annotations":[],"data":{"x":NaN}}]') is None
+        assert runner.decode_fields(b'[{"id":1,"annotations":[{"result":[5]}],"data":{}}]') is None
     finally:
-        parallel._worker_decoder = None
-        parallel._worker_job = None
-        os.close(parallel._worker_fd)
+        runner.close()
 
 
 def test_no_workers_for_small_files_or_plain_iterables(tmp_path):
@@ -687,26 +686,46 @@ def _json_batch(text: str) -> memoryview:
     return memoryview(text.encode("utf-8"))
 
 
-@pytest.mark.skipif(not HAVE_ORJSON, reason="batches are checked with orjson")
-def test_json_batch_is_copied_only_when_it_is_what_the_json_module_writes():
+@pytest.mark.parametrize("encoder", ["orjson", "json-module"])
+def test_json_batch_is_copied_only_when_it_is_what_the_json_module_or_label_studio_writes(encoder, monkeypatch):
+    if encoder == "orjson" and not HAVE_ORJSON:
+        pytest.skip("orjson is not installed")
+    if encoder == "json-module":
+        monkeypatch.setattr(json_export, "_orjson", None)
     job = json_export.JsonJob(None)
-    tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png", "text": "é \"q\" \\ \n\x01\x7f\u2028"},
+    tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png", "text": "é \"q\" \\ / \\/ \n\x01\x7f\u2028"},
               "annotations": [{"result": [{"value": {"x": 28.333333333333332, "y": 0.0001, "r": -0.0}}]}],
-              "n": [2**63, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
+              "n": [2**63 - 1, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
     own = _json_module(tasks)
-    assert job.whole_batch(_json_batch(own), 10, 99) == json_export.Span(None, 10, 99)
-    # the same tasks written otherwise (Label Studio's "\/", spaces, other escapes): encoded again
-    for other in (own.replace("/", "\\/"), json.dumps(tasks), json.dumps(tasks, ensure_ascii=True),
-                  own.replace('{"id":2,', '{"id":2,"id":2,')):
-        assert job.whole_batch(_json_batch(other), 10, 99) == own[1:-1].encode("utf-8"), other
-    # floats the json module writes with an exponent, integers beyond 64 bits, NaN, a list of
-    # tasks, a number: one task at a time
-    for refused in ('[{"v":1e-05}]', '[{"v":1e+16}]', '[{"v":0.00001}]', '[{"v":18446744073709551616}]',
-                    '[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', '[{"s":"\\ud800"}]'):
-        assert job.whole_batch(_json_batch(refused), 0, 1) is None, refused
+    label_studio = own.replace("/", "\\/")
+    for same in (own, label_studio):
+        assert job.whole_batch(_json_batch(same), 10, 99, False) == json_export.Span(None, 10, 99), same
+    # the same tasks written otherwise (spaces, other escapes, a duplicate key): encoded again
+    for other in (json.dumps(tasks), json.dumps(tasks, ensure_ascii=True), own.replace('{"id":2,', '{"id":2,"id":2,'),
+                  label_studio.replace("28.333333333333332", "28.3333333333333320")):
+        assert json.loads(other) == json.loads(own)
+        assert job.whole_batch(_json_batch(other), 10, 99, True) == own[1:-1].encode("utf-8"), other
+    # floats written with an exponent (the json module's way, Label Studio's, none), integers
+    # beyond 64 bits: the json module's bytes, however they are made
+    for batch in ('[{"v":1e-05}]', '[{"v":1e-5}]', '[{"v":1e+16}]', '[{"v":1e16}]', '[{"v":0.00001}]',
+                  '[{"v":18446744073709551616,"w":"/"}]'):
+        assert _batch_output(job, batch) == _json_module(json.loads(batch))[1:-1].encode(), batch
+    # NaN, a list of tasks, a number, a lone surrogate: one task at a time (the usual way warns)
+    for batch in ('[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', '[{"s":"\\ud800"}]'):
+        assert job.whole_batch(_json_batch(batch), 0, 1, True) is None, batch
 
 
-@pytest.mark.skipif(not HAVE_ORJSON, reason="batches are checked with orjson")
+def _batch_output(job: json_export.JsonJob, text: str) -> bytes:
+    """What ``convert`` writes for a batch (in this process): its own bytes, the bytes returned,
+    or its tasks one by one."""
+    chunk = job.whole_batch(_json_batch(text), 1, len(text) - 2, True)
+    if isinstance(chunk, json_export.Span):
+        return text.encode()[chunk.offset:chunk.offset + chunk.length]
+    if chunk is None:
+        return job.combine([job.process(task, None, True) for task in json.loads(text)])
+    return chunk
+
+
 def test_json_batch_applies_the_task_shape():
     from syncd.document import label_studio_export
 
@@ -714,7 +733,11 @@ def test_json_batch_applies_the_task_shape():
     text = _json_module(tasks)
     expected = _json_module([label_studio_export(t) for t in tasks])
     assert expected != text  # the documents need the shape
-    assert json_export.JsonJob(label_studio_export).whole_batch(_json_batch(text), 0, 1) == expected[1:-1].encode()
+    job = json_export.JsonJob(label_studio_export)
+    assert job.whole_batch(_json_batch(text), 0, 1, True) == expected[1:-1].encode()
+    # Label Studio's own tasks need none: copied
+    export = _label_studio_style(expected)
+    assert job.whole_batch(_json_batch(export), 0, 1, True) == json_export.Span(None, 0, 1)
 
 
 def _label_studio_style(text: str) -> str:
@@ -726,8 +749,8 @@ def _label_studio_style(text: str) -> str:
 @pytest.mark.parametrize("style", ["json-module", "label-studio", "storage", "tricky"])
 def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatch):
     """Worker processes (copying the batches that are already what JSON writes, encoding the
-    others with orjson or task by task) write what one process writes task by task, with the
-    same warnings, with and without the task shape."""
+    others with orjson or task by task) write what one process writes, with the same warnings,
+    with and without the task shape; what is copied and what is encoded again is as documented."""
     from syncd.document import label_studio_export
 
     source = tmp_path / "in.json"
@@ -740,7 +763,7 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
                 task = copy.deepcopy(task)
                 task["id"] = len(tasks) + 1
                 if i == 5:
-                    task["data"]["small"] = 1e-05  # written as 1e-05: this batch goes task by task
+                    task["data"]["small"] = 1e-05  # written with an exponent: this batch goes task by task
                 if i == 9:
                     task["data"]["huge"] = 2**64
                 tasks.append(task)
@@ -760,17 +783,23 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
     for shape in (None, label_studio_export):
         copies.clear()
         one = _convert_json(source, tmp_path / "one", 0, shape)
-        assert not copies
+        copied_by_one = list(copies)
+        copies.clear()
         two = _convert_json(source, tmp_path / "two", 2, shape)
         assert two == one and one[0].startswith(b"[{")
+        assert copies == copied_by_one  # the same batches
         assert os.listdir(tmp_path / "two") == ["result.json"]  # the workers' part files are removed
-        if style != "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
-            expected = [shape(t) if shape else t for t in tasks]
-            assert one[0] == _json_module(expected).encode("utf-8")
-        # batches written as the json module writes them, needing no shape, are copied
-        assert bool(copies) == (style == "json-module" or style == "storage" and shape is None), copies
-        if copies:
-            assert one[0] == source.read_bytes()
+        # batches written as the json module or Label Studio writes them, needing no shape, are copied
+        assert bool(copies) == (style in ("json-module", "label-studio") or style == "storage" and shape is None)
+        if style == "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
+            continue
+        expected = _json_module([shape(t) if shape else t for t in tasks]).encode("utf-8")
+        if style == "label-studio":
+            # Label Studio's bytes where copied; the json module's in the batches with odd numbers
+            assert b"\\/" in one[0] and one[0] != source.read_bytes()
+            assert one[0].replace(b"\\/", b"/") == expected
+        else:
+            assert one[0] == expected
 
 
 @needs_fixtures
