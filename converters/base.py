@@ -72,6 +72,9 @@ class ConvertOptions:
     ``task_shape(task)`` (JSON only) is applied to every task before it is written (``syncd
     convert`` gives ``syncd.document.label_studio_export``); it must return the task itself when
     it changes nothing, which lets JSON copy an export's bytes instead of encoding them again.
+    Its ``unchanged_type`` attribute, if any, is a type (a TypedDict) that a task fits only when
+    the shape leaves it unchanged: JSON then decodes a batch of an export file with it (msgspec)
+    to learn, without decoding the rest, that the batch may be copied as it is.
     ``image_info(url)`` (set by ``syncd convert --download-images``) gives the downloaded image of
     a task's image URL (its name under ``images/``, size and channels), or None: COCO then takes
     ``width``/``height`` and ``file_name`` from it, VOC the file name and ``depth``.

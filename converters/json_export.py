@@ -24,9 +24,10 @@ import contextlib
 import glob
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
@@ -79,6 +80,10 @@ class JsonJob:
     def __init__(self, task_shape: TaskShape | None, part_prefix: str | None = None) -> None:
         self.task_shape = task_shape
         self.part_prefix = part_prefix  # path prefix of the workers' part files (None: none)
+        # a decoder of a batch that fits only tasks the shape leaves unchanged (None: decode them
+        # whole and see)
+        fits = _Task if task_shape is None else getattr(task_shape, "unchanged_type", None)
+        self.unchanged = _msgspec.json.Decoder(list[fits]) if _msgspec is not None and fits is not None else None
 
     def process(self, task: Any, warn: Callable[[object, str], None], main: bool) -> bytes | None:
         if not isinstance(task, dict):
@@ -96,32 +101,49 @@ class JsonJob:
         return b",".join(payloads)
 
     def whole_batch(self, array: memoryview, offset: int, length: int, main: bool) -> Span | bytes | None:
-        """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``): the batch's
-        own span of the input when no task changes and the input is what the json module writes,
-        or what Label Studio writes (the same but for its ``\\/``); else the tasks encoded
-        again (``_encode``), returned (``main``) or written to a part file for the main process
-        to copy (instead of sending the bytes through a pipe in pieces, each a hand-over between
-        processes, slow on a busy machine); None to process the tasks one by one (what cannot
-        be decoded or encoded as a whole, an element that is not a task)."""
+        """The chunk of a whole batch of tasks, ``array`` (``[`` + its bytes + ``]``), when it is
+        UTF-8 JSON and every element is a task; None to process the tasks one by one (the usual
+        way warns of what is wrong, or expands a list of tasks).
+
+        When the shape changes no task, the batch as it is, without white space between tokens
+        (strings, numbers, key order as they are): its own span of the input when there was
+        none. With msgspec, the batch is first decoded with ``task_shape.unchanged_type`` (which
+        skips all the rest); only a batch that does not fit it is decoded whole, to see.
+        Otherwise the shaped tasks encoded again (``_encode``; None when they cannot be).
+
+        A worker writes what it made to a part file for the main process to copy (instead of
+        sending the bytes through a pipe in pieces, each a hand-over between processes, slow on
+        a busy machine)."""
+        raw = array.tobytes()  # (comparing bytes with a memoryview goes byte by byte)
         try:
-            tasks = _decode(array)
-        except _DECODE_ERRORS:
-            return None  # (NaN, a lone surrogate, invalid JSON: the usual way says what it is)
-        shape = self.task_shape
-        shaped = False
-        for i, task in enumerate(tasks):
-            if type(task) is not dict:
-                return None  # (a list of tasks, a number...: the usual way expands or warns)
-            if shape is not None:
-                tasks[i] = shape(task)
-                shaped = shaped or tasks[i] is not task
-        out = _encode(tasks)
-        if out is None:
+            if not raw.isascii():
+                raw.decode("utf-8")  # (msgspec does not check the strings it skips)
+            out: bytes | None = _compact(raw)
+            tasks = None
+            if self.unchanged is not None:
+                try:
+                    self.unchanged.decode(raw)
+                except _msgspec.ValidationError:
+                    tasks = _decode(raw)
+            else:
+                tasks = _decode(raw)
+        except (ValueError, *_DECODE_ERRORS):  # (NaN, invalid JSON or UTF-8: ValueError, DecodeError)
             return None
-        # unchanged, and written as the json module writes it (compact, the same numbers, no
-        # duplicate keys) but for "\\/" maybe: what goes out is what came in
-        if not shaped and (out == array or out == array.tobytes().replace(b"\\/", b"/")):
-            return Span(None, offset, length)
+        shaped = False
+        if tasks is not None:
+            shape = self.task_shape
+            for i, task in enumerate(tasks):
+                if type(task) is not dict:
+                    return None
+                if shape is not None:
+                    tasks[i] = shape(task)
+                    shaped = shaped or tasks[i] is not task
+        if shaped:
+            out = _encode(tasks)  # type: ignore[arg-type]
+            if out is None:
+                return None
+        elif len(out) == len(raw):
+            return Span(None, offset, length)  # (only white space is taken out)
         if main or self.part_prefix is None:
             return out[1:-1]
         fd = os.open(f"{self.part_prefix}{offset}", _PART_FLAGS, 0o600)
@@ -130,6 +152,20 @@ class JsonJob:
         finally:
             os.close(fd)
         return Span(offset, 0, len(out) - 2)
+
+
+class _Task(TypedDict, total=False):
+    """A task, of which nothing is read (it is decoded to know that it is a JSON object)."""
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[^ \t\r\n"]+')  # a string, or what lies between strings and white space
+
+
+def _compact(array: memoryview) -> bytes:
+    """``array`` (valid JSON) without the white space between its tokens."""
+    if _msgspec is not None:
+        return _msgspec.json.format(array, indent=-1)
+    return b"".join(_TOKEN.findall(array))
 
 
 def _encode(tasks: list[dict]) -> bytes | None:

@@ -75,9 +75,9 @@ def _reject_constant(name: str) -> float:
 STRICT = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 
 
-def strict_loads(text: str | bytes) -> Any:
+def strict_loads(text: str | bytes | memoryview) -> Any:
     """``json.loads`` that raises ``NonFinite`` for NaN, Infinity and out-of-range numbers."""
-    return STRICT.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+    return STRICT.decode(text if isinstance(text, str) else str(text, "utf-8"))
 
 
 _TASK_ID = re.compile(rb'\s*\{\s*"id"\s*:\s*(-?\d{1,19})\s*[,}]')

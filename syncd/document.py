@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from syncd.errors import BadTask
 
@@ -257,6 +257,24 @@ def label_studio_export(task: dict) -> dict:
     if "annotations" in task:
         out["annotations"] = anns
     return out
+
+
+_NotAnObject = Union[int, float, str, bool, None, list]  # noqa: UP007 - (msgspec reads it at run time)
+
+
+class _AnnotationByUserId(TypedDict, total=False):
+    completed_by: _NotAnObject
+
+
+class _ExportShaped(TypedDict, total=False):
+    predictions: list[_NotAnObject]
+    annotations: list[_AnnotationByUserId]
+
+
+# a type that a task fits only when label_studio_export leaves it as it is: the JSON converter
+# decodes a batch of an export with it (msgspec) to learn that it may copy the batch, without
+# decoding the rest (see converters.base.ConvertOptions.task_shape)
+label_studio_export.unchanged_type = _ExportShaped  # type: ignore[attr-defined]
 
 
 def _user_id(user: dict) -> Any:

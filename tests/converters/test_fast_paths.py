@@ -682,37 +682,46 @@ def _storage_tasks(slug: str) -> list[dict]:
     return docs
 
 
-def _json_batch(text: str) -> memoryview:
-    return memoryview(text.encode("utf-8"))
+def _json_batch(text: str | bytes) -> memoryview:
+    return memoryview(text.encode("utf-8") if isinstance(text, str) else text)
 
 
-@pytest.mark.parametrize("encoder", ["orjson", "json-module"])
-def test_json_batch_is_copied_only_when_it_is_what_the_json_module_or_label_studio_writes(encoder, monkeypatch):
-    if encoder == "orjson" and not HAVE_ORJSON:
-        pytest.skip("orjson is not installed")
-    if encoder == "json-module":
-        monkeypatch.setattr(json_export, "_orjson", None)
-    job = json_export.JsonJob(None)
+@pytest.mark.parametrize("decoder", ["msgspec", "json-module"])
+def test_json_batch_comes_out_as_it_is_when_no_task_needs_the_shape(decoder, monkeypatch):
+    from syncd.document import label_studio_export
+
+    if decoder == "msgspec":
+        pytest.importorskip("msgspec")
+    else:
+        monkeypatch.setattr(json_export, "_msgspec", None)
+        monkeypatch.setattr(json_export, "_decode", jsonstream.strict_loads)
+        monkeypatch.setattr(json_export, "_DECODE_ERRORS", (ValueError,))
     tasks = [{"id": 1, "data": {"image": "/data/upload/1/a.png", "text": "é \"q\" \\ / \\/ \n\x01\x7f\u2028"},
-              "annotations": [{"result": [{"value": {"x": 28.333333333333332, "y": 0.0001, "r": -0.0}}]}],
-              "n": [2**63 - 1, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
+              "annotations": [{"result": [{"value": {"x": 28.333333333333332, "y": 0.0001, "r": -0.0}}],
+                               "completed_by": 1}],
+              "predictions": [7], "n": [2**63 - 1, -(2**63), None, True]}, {"id": 2, "data": {}, "annotations": []}]
     own = _json_module(tasks)
     label_studio = own.replace("/", "\\/")
-    for same in (own, label_studio):
-        assert job.whole_batch(_json_batch(same), 10, 99, False) == json_export.Span(None, 10, 99), same
-    # the same tasks written otherwise (spaces, other escapes, a duplicate key): encoded again
-    for other in (json.dumps(tasks), json.dumps(tasks, ensure_ascii=True), own.replace('{"id":2,', '{"id":2,"id":2,'),
-                  label_studio.replace("28.333333333333332", "28.3333333333333320")):
-        assert json.loads(other) == json.loads(own)
-        assert job.whole_batch(_json_batch(other), 10, 99, True) == own[1:-1].encode("utf-8"), other
-    # floats written with an exponent (the json module's way, Label Studio's, none), integers
-    # beyond 64 bits: the json module's bytes, however they are made
-    for batch in ('[{"v":1e-05}]', '[{"v":1e-5}]', '[{"v":1e+16}]', '[{"v":1e16}]', '[{"v":0.00001}]',
-                  '[{"v":18446744073709551616,"w":"/"}]'):
-        assert _batch_output(job, batch) == _json_module(json.loads(batch))[1:-1].encode(), batch
-    # NaN, a list of tasks, a number, a lone surrogate: one task at a time (the usual way warns)
-    for batch in ('[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', '[{"s":"\\ud800"}]'):
-        assert job.whole_batch(_json_batch(batch), 0, 1, True) is None, batch
+    compact_ascii = json.dumps(tasks, separators=(",", ":"))  # \u00e9 for é
+    for shape in (None, label_studio_export):
+        job = json_export.JsonJob(shape)
+        # compact already (the json module's, Label Studio's, numbers, escapes and keys of its own):
+        # copied from the input
+        for same in (own, label_studio, compact_ascii, own.replace('{"id":2,', '{"id":2,"id":2,'),
+                     label_studio.replace("28.333333333333332", "2.8333333333333332e1"),
+                     '[{"v":1e-5,"w":18446744073709551616}]'):
+            assert job.whole_batch(_json_batch(same), 10, 99, False) == json_export.Span(None, 10, 99), same
+        # written with white space: made compact, all else as it is
+        for spaced in (json.dumps(tasks), json.dumps(tasks, indent=2), "[\n" + label_studio[1:-1] + " ]"):
+            assert _batch_output(job, spaced) == _json_module_compacted(spaced), spaced
+        # NaN, a list of tasks, a number, not UTF-8, invalid JSON: one task at a time (the usual way warns)
+        for batch in ('[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', b'[{"s":"\xff"}]', '[{"s":"\\x"}]'):
+            assert job.whole_batch(_json_batch(batch), 0, 1, True) is None, batch
+
+
+def _json_module_compacted(text: str) -> bytes:
+    """``text`` (JSON written by the json module, with white space only between tokens) without it."""
+    return re.sub(r'(?<=[,:\[{])\s+|\s+(?=[\]}])', "", text).encode()[1:-1]
 
 
 def _batch_output(job: json_export.JsonJob, text: str) -> bytes:
@@ -763,7 +772,7 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
                 task = copy.deepcopy(task)
                 task["id"] = len(tasks) + 1
                 if i == 5:
-                    task["data"]["small"] = 1e-05  # written with an exponent: this batch goes task by task
+                    task["data"]["small"] = 1e-05  # written with an exponent: not by orjson
                 if i == 9:
                     task["data"]["huge"] = 2**64
                 tasks.append(task)
@@ -789,17 +798,16 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
         assert two == one and one[0].startswith(b"[{")
         assert copies == copied_by_one  # the same batches
         assert os.listdir(tmp_path / "two") == ["result.json"]  # the workers' part files are removed
-        # batches written as the json module or Label Studio writes them, needing no shape, are copied
-        assert bool(copies) == (style in ("json-module", "label-studio") or style == "storage" and shape is None)
+        # compact batches needing no shape are copied (tricky is written with spaces: made compact)
+        needs_shape = style == "storage" and shape is not None
+        assert bool(copies) == (style != "tricky" and not needs_shape)
         if style == "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
             continue
-        expected = _json_module([shape(t) if shape else t for t in tasks]).encode("utf-8")
-        if style == "label-studio":
-            # Label Studio's bytes where copied; the json module's in the batches with odd numbers
-            assert b"\\/" in one[0] and one[0] != source.read_bytes()
-            assert one[0].replace(b"\\/", b"/") == expected
+        if needs_shape:
+            assert one[0] == _json_module([shape(t) for t in tasks]).encode("utf-8")
         else:
-            assert one[0] == expected
+            # (all of it: the "," between batches and the brackets are written)
+            assert one[0] == source.read_bytes() and sum(copies) + len(copies) - 1 == len(one[0]) - 2
 
 
 @needs_fixtures

@@ -314,29 +314,21 @@ def format_timestamp(value: Any) -> str | None:
 
 
 
-def _row_errors() -> tuple[type[BaseException], ...]:
+def row_errors() -> tuple[type[BaseException], ...]:
     """What reading a row can raise that concerns that row only (a value the driver cannot
     convert), not the connection."""
     errors: list[type[BaseException]] = [ValueError, OverflowError, RecursionError, sqlite3.DataError]
-    try:
-        import psycopg
-
+    psycopg = sys.modules.get("psycopg")  # (not imported: no PostgreSQL connection was made)
+    if psycopg is not None:
         errors.append(psycopg.DataError)
-    except ImportError:
-        pass
     return tuple(errors)
 
 
-ROW_ERRORS = _row_errors()
-
-
 def driver_errors() -> tuple[type[BaseException], ...]:
-    """The exception classes a lost or broken database connection raises."""
+    """The exception classes a lost or broken database connection raises (psycopg is imported
+    only to connect: importing it costs a tenth of a second at every start)."""
     errors: list[type[BaseException]] = [sqlite3.Error]
-    try:
-        import psycopg
-
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
         errors.append(psycopg.Error)
-    except ImportError:
-        pass
     return tuple(errors)

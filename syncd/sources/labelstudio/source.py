@@ -27,7 +27,7 @@ from syncd.keys import slugify
 from syncd.sources.base import Cursor, Feed, Project, Wake, batched
 from syncd.sources.labelstudio import notify
 from syncd.sources.labelstudio.builders import MIN_TASKS, DocumentBuilders
-from syncd.sources.labelstudio.database import ROW_ERRORS, Column, Database, NotUtf8, format_timestamp, sqlite_path
+from syncd.sources.labelstudio.database import Column, Database, NotUtf8, format_timestamp, row_errors, sqlite_path
 from syncd.sources.watch import watch_paths
 
 log = logging.getLogger("syncd")
@@ -132,7 +132,7 @@ class LabelStudioSource:
         so that only the task the row belongs to fails (a lost connection still raises)."""
         try:
             return list(self.read_tasks(ids, project_ids))
-        except ROW_ERRORS as exc:
+        except row_errors() as exc:
             if len(ids) == 1:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 return [BadTask(ids[0], f"its rows cannot be read ({reason}); fix them in Label Studio, the "
