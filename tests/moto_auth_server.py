@@ -1,4 +1,5 @@
-"""moto's standalone server, for the ``s3_auth`` test service: ``python tests/moto_auth_server.py -p PORT``.
+"""moto's standalone server, for the ``s3_service`` and ``s3_auth_service`` test services (each in a
+process of its own): ``python tests/moto_auth_server.py -p PORT``.
 
 With request authentication on, moto recomputes each request's SigV4 signature from the path
 and query string it has already decoded, so a list with ``Prefix=a/b`` (which boto3, like AWS,

@@ -1,11 +1,11 @@
 """Real storage servers for the tests, as session-scoped pytest fixtures.
 
-  s3_service     moto's standalone S3 server (``moto.server.ThreadedMotoServer``), in this process;
-                 stores upload through syncd's lean signed PUT
+  s3_service     moto's standalone S3 server, in a subprocess; stores upload through syncd's lean
+                 signed PUT
   s3_boto3_service  the same server; stores upload through plain boto3 (``S3Store.lean_put = False``)
   s3_auth_service   another moto server, in a subprocess, that checks every request's signature
                  (an IAM user's keys; moto's reset-auth, as INITIAL_NO_AUTH_ACTION_COUNT=0 would)
-  gcs_service    gcp-storage-emulator, in this process, in memory
+  gcs_service    gcp-storage-emulator, in memory, in a subprocess
   azure_service  Azurite's blob service (npm package ``azurite``, installed by ``npm ci``), a subprocess
   local_service  plain directories under pytest's tmp_path_factory
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import logging
 import os
 import shutil
 import socket
@@ -417,21 +416,19 @@ class S3Service(Service):
 
 
 @pytest.fixture(scope="session", name="s3_service")
-def s3_service_fixture() -> Iterator[S3Service]:
+def s3_service_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
     try:
         import boto3  # noqa: F401
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError as exc:
         service_unavailable("S3 (moto server)", f"Python package {exc.name!r} is not installed; "
                             "run: pip install boto3 'moto[server]'")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield S3Service(f"http://{host}:{port}")
-    finally:
-        server.stop()
+    # (the wrapper of the s3_auth service: the same server, whose signature checks, when
+    # enforce_auth turns them on, canonicalise requests as AWS does)
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("moto_auth_server.py")), "-H", "127.0.0.1", "-p", str(port)]
+    with server_process("S3 (moto server)", command, port, tmp_path_factory.mktemp("moto")):
+        yield S3Service(f"http://127.0.0.1:{port}")
 
 
 @pytest.fixture(scope="session", name="s3_boto3_service")
@@ -536,29 +533,17 @@ class GCSService(Service):
 
 
 @pytest.fixture(scope="session", name="gcs_service")
-def gcs_service_fixture() -> Iterator[GCSService]:
+def gcs_service_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSService]:
     try:
+        import gcp_storage_emulator  # noqa: F401
         import google.cloud.storage  # noqa: F401
-        from gcp_storage_emulator.server import create_server
     except ImportError as exc:
         service_unavailable("GCS (gcp-storage-emulator)", f"Python package {exc.name!r} is not installed; "
                             "run: pip install google-cloud-storage gcp-storage-emulator")
-    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    # The emulator rewrites an index of every object after each write (O(n^2) for n objects); in
-    # memory nobody reads that file, so a listing test of 1,000+ objects skips it.
-    storage = getattr(server, "_storage", None)
-    if storage is not None and hasattr(storage, "_write_config_to_file"):
-        storage._write_config_to_file = lambda: None
-    server.start()
-    if not wait_for_port(port, 10):
-        server.stop()
-        service_unavailable("GCS (gcp-storage-emulator)", f"it did not listen on 127.0.0.1:{port}")
-    try:
+    command = [sys.executable, str(Path(__file__).with_name("gcs_emulator_server.py")), str(port)]
+    with server_process("GCS (gcp-storage-emulator)", command, port, tmp_path_factory.mktemp("gcs")):
         yield GCSService(f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
 
 
 # Azure -------------------------------------------------------------------------------------------
