@@ -27,7 +27,6 @@ from syncd.bundles.build import PublishedBundle
 from syncd.bundles.scheduler import BundleWorker
 from syncd.config import Config
 from syncd.errors import ConfigError, SourceError, StoreError, SyncdError, one_line
-from syncd.leases import holders
 from syncd.ops.events import Events, bundle_event_data
 from syncd.ops.health import Health
 from syncd.ops.http import serve
@@ -320,8 +319,8 @@ class Daemon:
         leases = session.leases
         held_by = None
         if leases:
-            held_by = {pid: holder for target, holder, _, projects, _ in
-                       holders(leases.url, self.cfg.state_schema) if target == leases.target for pid in projects}
+            held_by = {pid: holder for target, holder, _, projects, _ in leases.holders()
+                       if target == leases.target for pid in projects}
         self.status.refresh(session.source, session.checkpoint, shown=self.cfg.projects or None,
                             synced=sorted(leases.held()) if leases else None, holders=held_by)
 

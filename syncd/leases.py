@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from syncd.checkpoint.postgresql import connect, migrate, quote_schema
 from syncd.errors import one_line
@@ -77,6 +78,7 @@ class ProjectLeases:
         self.url = url
         self.conn = connect(url, "syncd-leases")
         migrate(self.conn, schema)
+        self._status_conn: Any = None  # for ``holders``, opened on first use
 
     @property
     def interval(self) -> float:
@@ -228,12 +230,26 @@ class ProjectLeases:
         except Exception as exc:  # noqa: BLE001 - the leases run out by themselves
             log.debug("could not hand the leases back: %s", exc)
 
+    def holders(self) -> list[Holder]:
+        """``holders`` of this state database, on a connection of its own kept open between calls
+        (the status page reads it at every refresh: a new connection each time would also take
+        the migration lock each time). A database error propagates; the next call reconnects."""
+        if self._status_conn is None or self._status_conn.closed:
+            self._status_conn = connect(self.url, "syncd-status")
+        try:
+            return _read_holders(self._status_conn, self._s)
+        except BaseException:
+            self._status_conn.close()
+            raise
+
     def close(self) -> None:
         self._stopping.set()
         if self._keeper is not None:
             self._keeper.join(timeout=15)
         self.release()
         self.conn.close()
+        if self._status_conn is not None:
+            self._status_conn.close()
 
 
 def _share(projects: int, live: list[str], holder: str) -> int:
@@ -244,19 +260,25 @@ def _share(projects: int, live: list[str], holder: str) -> int:
     return base + (1 if rank < extra else 0)
 
 
-def holders(url: str, schema: str) -> list[tuple[str, str, str, list[int], float]]:
+Holder = tuple[str, str, str, list[int], float]  # target, holder, started, projects, seconds left
+
+
+def holders(url: str, schema: str) -> list[Holder]:
     """Every live process of every target in the state: (target, holder, started, projects,
     seconds until its membership expires), for ``syncd status``."""
-    s = quote_schema(schema)
     conn = connect(url, "syncd-status")
     try:
         migrate(conn, schema)
-        rows = conn.execute(
-            f"SELECT m.target, m.holder, m.started_at::text, coalesce(array_agg(l.project_id ORDER BY l.project_id) "
-            f"FILTER (WHERE l.project_id IS NOT NULL), '{{}}'), extract(epoch FROM m.expires_at - now()) "
-            f"FROM {s}.members m LEFT JOIN {s}.leases l ON l.target = m.target AND l.holder = m.holder AND "
-            "l.expires_at > now() WHERE m.expires_at > now() GROUP BY m.target, m.holder, m.started_at, "
-            "m.expires_at ORDER BY m.target, m.started_at").fetchall()
+        return _read_holders(conn, quote_schema(schema))
     finally:
         conn.close()
+
+
+def _read_holders(conn: Any, s: str) -> list[Holder]:
+    rows = conn.execute(
+        f"SELECT m.target, m.holder, m.started_at::text, coalesce(array_agg(l.project_id ORDER BY l.project_id) "
+        f"FILTER (WHERE l.project_id IS NOT NULL), '{{}}'), extract(epoch FROM m.expires_at - now()) "
+        f"FROM {s}.members m LEFT JOIN {s}.leases l ON l.target = m.target AND l.holder = m.holder AND "
+        "l.expires_at > now() WHERE m.expires_at > now() GROUP BY m.target, m.holder, m.started_at, "
+        "m.expires_at ORDER BY m.target, m.started_at").fetchall()
     return [(t, h, started, list(projects), float(left)) for t, h, started, projects, left in rows]

@@ -104,6 +104,17 @@ def test_processes_share_the_projects_and_survive_churn(pg_label_studio, pg_serv
 
         wait_for(pages_agree, 15, "every status page to name each project's holder")
 
+        def status_connections() -> set[int]:
+            with psycopg.connect(pg_server) as conn:
+                return {r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                                   "'syncd-status' AND datname = current_database()")}
+
+        # each page reads the holders on one connection, kept open from refresh to refresh
+        kept = status_connections()
+        assert len(kept) == 3
+        time.sleep(2 * config["reconcile_interval"] + 1)  # (a refresh at every reconcile)
+        assert status_connections() == kept
+
         tasks = unlabeled_tasks(pg_label_studio)
         changed: dict[int, int] = {}
 
