@@ -27,14 +27,15 @@ _FIXED = ("annotator", "annotation_id", "created_at", "updated_at", "lead_time")
 _EMPTY = '""'  # the cell of a missing column: DictWriter's restval "", quoted
 
 
-def _json_cell(value: object) -> str:
+def _json_cell(value: object, finite: bool = False) -> str:
     # Label Studio serialises with ujson: compact, non-ASCII kept, "/" escaped as "\/".
-    return compact_json(value).replace("/", "\\/")
+    # (finite: see compact_json)
+    return compact_json(value, finite).replace("/", "\\/")
 
 
-def _json_text_cell(value: object) -> str:
+def _json_text_cell(value: object, finite: bool = False) -> str:
     """``_text_cell(_json_cell(value))``, the cell of a value written as JSON (one call, not three)."""
-    return '"' + compact_json(value).replace('"', '""').replace("/", "\\/") + '"'
+    return '"' + compact_json(value, finite).replace('"', '""').replace("/", "\\/") + '"'
 
 
 def _read_spool(spool: BinaryIO) -> Iterator[tuple[tuple, list]]:
@@ -63,15 +64,16 @@ class CsvJob:
         if not items:
             return None
         data = items[0].input  # the task's data, the same for all its items
+        finite = not main  # a worker's tasks were decoded from JSON: they hold no NaN
         input_keys = tuple(data)
         input_cells = tuple([
-            _text_cell(v) if v.__class__ is str else _cell(_json_cell(v) if isinstance(v, (dict, list)) else v)
+            _text_cell(v) if v.__class__ is str else _cell(_json_cell(v, finite) if isinstance(v, (dict, list)) else v)
             for v in data.values()
         ])
         rows = []
         for item in items:
             try:
-                outputs = _output_cells(item.output)
+                outputs = _output_cells(item.output, finite)
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: unexpected result shape ({exc})")
                 continue
@@ -84,7 +86,7 @@ class CsvJob:
                     more.append(item.extra["agreement"])
                 if item.history:
                     meta_keys.append("history")
-                    more.append(_json_cell(item.history))
+                    more.append(_json_cell(item.history, finite))
                 meta_keys = tuple(meta_keys)
                 meta_cells += _cells(tuple(more))
             if item.id is not None and "id" not in outputs:  # a control named "id" wins, as in DictWriter rows
@@ -110,7 +112,7 @@ class CsvJob:
         return marshal.dumps((tuple(column_sets), rows))
 
 
-def _output_cells(output: dict[str, list[dict]]) -> dict[str, str]:
+def _output_cells(output: dict[str, list[dict]], finite: bool = False) -> dict[str, str]:
     """The cell of each control's results (and of a chat control's transcript)."""
     cells: dict[str, str] = {}
     for name, values in output.items():
@@ -120,7 +122,7 @@ def _output_cells(output: dict[str, list[dict]]) -> dict[str, str]:
                 chat = True
                 break
         pretty = prettify_result(values, in_place=True)  # the item is not used after this
-        cells[name] = _text_cell(pretty) if isinstance(pretty, str) else _json_text_cell(pretty)
+        cells[name] = _text_cell(pretty) if isinstance(pretty, str) else _json_text_cell(pretty, finite)
         if chat:
             cells[f"{name}_transcript"] = _text_cell(_transcript(pretty))
     return cells

@@ -39,16 +39,17 @@ _INDENT_2 = _orjson.OPT_INDENT_2 if _orjson is not None else 0
 EXPONENT = re.compile(rb"e-?[0-9]+(?:[,\]}\n]|\Z)")
 
 
-def compact_json(value: object) -> str:
+def compact_json(value: object, finite: bool = False) -> str:
     """Exactly ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, faster.
 
     orjson (when installed) writes the same bytes except for floats that Python writes with an
     exponent (``1e-05``, ``1e+16``), NaN/Infinity (orjson: ``null``), integers beyond 64 bits and
     non-string keys (orjson: error). Output that may hold any of these (``EXPONENT``,
     ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by the json
-    module instead.
+    module instead. ``finite``: the value holds no NaN or infinity (it was decoded from JSON),
+    no need to look through it where its JSON has a ``null``.
     """
-    return _json_text(value, 0, _json_compact)
+    return _json_text(value, 0, _json_compact, finite)
 
 
 def indented_json(value: object, finite: bool = False) -> str:
