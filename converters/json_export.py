@@ -5,17 +5,18 @@ bare prediction and user ids) is applied to every task first.
 
 Tasks given one by one (syncd's documents, a database) are written as the json module writes
 them compactly (``ensure_ascii=False``, ``(",", ":")``). An export file is read in batches of
-about 1 MB of tasks (``JsonJob.whole_batch``; by worker processes when it is big), each decoded
-(msgspec when installed): a batch that the shape leaves unchanged and that is what the json
-module writes, or what Label Studio writes (the same but that it escapes "/" as "\\/"), is
-copied from the input file by the kernel (``os.copy_file_range``), so Label Studio's export
-comes out byte for byte as it went in, as label-studio-sdk's JSON "conversion" (a copy of the
-file) gives it. Any other batch is encoded again as the json module writes it: by orjson where
-its bytes are the same, task by task where they are not (a float written with an exponent,
-which is also why a batch of Label Studio's holding one, its ``1e-5`` for the json module's
-``1e-05``, is not copied). A worker writes an encoded batch to a hidden part file beside the
-result, which the main process copies in the same way and removes. Batches are cut the same
-way with and without workers, and with and without orjson, so the output is the same.
+about 1 MB of tasks (``JsonJob.whole_batch``; by worker processes when it is big). A batch whose
+tasks the shape leaves unchanged comes out as it is, only without white space between tokens
+(escapes, numbers, key order as the input has them): when it had none, it is copied from the
+input file by the kernel (``os.copy_file_range``). So Label Studio's export comes out byte for
+byte as it went in, as label-studio-sdk's JSON "conversion" (a copy of the file) gives it, its
+"\\/" escapes included. With msgspec, a batch is first decoded with a type that only unchanged
+tasks fit (``task_shape.unchanged_type``), skipping the rest of each task; one that does not
+fit is decoded whole. A batch whose tasks the shape changes (syncd's documents in a file) is
+encoded again as the json module writes it: by orjson where its bytes are the same, task by
+task where they are not (a float written with an exponent). A worker writes such a batch to a
+hidden part file beside the result, which the main process copies in the same way and removes.
+Batches are cut the same way with and without workers, so the output is the same.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .items import task_id_of
 from .jsonstream import strict_loads
 from .label_config import LabelConfig
 
-try:  # optional accelerators, never required (without orjson nothing is copied)
+try:  # optional accelerators, never required
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
