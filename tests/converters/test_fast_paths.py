@@ -757,9 +757,9 @@ def _label_studio_style(text: str) -> str:
 @pytest.mark.skipif(not HAVE_ORJSON or not parallel._can_fork(), reason="workers need orjson and fork")
 @pytest.mark.parametrize("style", ["json-module", "label-studio", "storage", "tricky"])
 def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatch):
-    """Worker processes (copying the batches that are already what JSON writes, encoding the
-    others with orjson or task by task) write what one process writes, with the same warnings,
-    with and without the task shape; what is copied and what is encoded again is as documented."""
+    """Worker processes (copying the batches that need no change, encoding the others with
+    orjson or task by task) write what one process writes, with the same warnings, with and
+    without the task shape; what is copied and what is encoded again is as documented."""
     from syncd.document import label_studio_export
 
     source = tmp_path / "in.json"
