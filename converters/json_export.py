@@ -6,17 +6,17 @@ bare prediction and user ids) is applied to every task first.
 Tasks given one by one (syncd's documents, a database) are written as the json module writes
 them compactly (``ensure_ascii=False``, ``(",", ":")``). An export file is read in batches of
 about 1 MB of tasks (``JsonJob.whole_batch``; by worker processes when it is big). A batch whose
-tasks the shape leaves unchanged comes out as it is, only without white space between tokens
-(escapes, numbers, key order as the input has them): when it had none, it is copied from the
-input file by the kernel (``os.copy_file_range``). So Label Studio's export comes out byte for
-byte as it went in, as label-studio-sdk's JSON "conversion" (a copy of the file) gives it, its
-"\\/" escapes included. With msgspec, a batch is first decoded with a type that only unchanged
-tasks fit (``task_shape.unchanged_type``), skipping the rest of each task; one that does not
-fit is decoded whole. A batch whose tasks the shape changes (syncd's documents in a file) is
-encoded again as the json module writes it: by orjson where its bytes are the same, task by
-task where they are not (a float written with an exponent). A worker writes such a batch to a
-hidden part file beside the result, which the main process copies in the same way and removes.
-Batches are cut the same way with and without workers, so the output is the same.
+tasks the shape leaves unchanged is copied from the input file as it is, by the kernel
+(``os.copy_file_range``): escapes, numbers, key order and white space as the input has them. So
+Label Studio's export comes out byte for byte as it went in, as label-studio-sdk's JSON
+"conversion" (a copy of the file) gives it, its "\\/" escapes included. With msgspec, a batch is
+first decoded with a type that only unchanged tasks fit (``task_shape.unchanged_type``),
+skipping the rest of each task; one that does not fit is decoded whole. A batch whose tasks the
+shape changes (syncd's documents in a file) is encoded again as the json module writes it: by
+orjson where its bytes are the same, task by task where they are not (a float written with an
+exponent). A worker writes such a batch to a hidden part file beside the result, which the main
+process copies in the same way and removes. Batches are cut the same way with and without
+workers, so the output is the same.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple, TypedDict
@@ -106,20 +105,17 @@ class JsonJob:
         UTF-8 JSON and every element is a task; None to process the tasks one by one (the usual
         way warns of what is wrong, or expands a list of tasks).
 
-        When the shape changes no task, the batch as it is, without white space between tokens
-        (strings, numbers, key order as they are): its own span of the input when there was
-        none. With msgspec, the batch is first decoded with ``task_shape.unchanged_type`` (which
-        skips all the rest); only a batch that does not fit it is decoded whole, to see.
-        Otherwise the shaped tasks encoded again (``_encode``; None when they cannot be).
-
-        A worker writes what it made to a part file for the main process to copy (instead of
-        sending the bytes through a pipe in pieces, each a hand-over between processes, slow on
-        a busy machine)."""
-        raw = array.tobytes()  # (comparing bytes with a memoryview goes byte by byte)
+        When the shape changes no task, the batch as it is: its own span of the input. With
+        msgspec, the batch is first decoded with ``task_shape.unchanged_type`` (which skips all
+        the rest of each task); only a batch that does not fit it is decoded whole, to see.
+        Otherwise the shaped tasks encoded again (``_encode``; None when they cannot be), which
+        a worker writes to a part file for the main process to copy (instead of sending the
+        bytes through a pipe in pieces, each a hand-over between processes, slow on a busy
+        machine)."""
+        raw = array.tobytes()  # (bytes.isascii; memoryviews have none)
         try:
             if not raw.isascii():
                 raw.decode("utf-8")  # (msgspec does not check the strings it skips)
-            out: bytes | None = _compact(raw)
             tasks = None
             if self.unchanged is not None:
                 try:
@@ -130,21 +126,21 @@ class JsonJob:
                 tasks = _decode(raw)
         except (ValueError, *_DECODE_ERRORS):  # (NaN, invalid JSON or UTF-8: ValueError, DecodeError)
             return None
+        if tasks is None:
+            return Span(None, offset, length)
+        shape = self.task_shape
         shaped = False
-        if tasks is not None:
-            shape = self.task_shape
-            for i, task in enumerate(tasks):
-                if type(task) is not dict:
-                    return None
-                if shape is not None:
-                    tasks[i] = shape(task)
-                    shaped = shaped or tasks[i] is not task
-        if shaped:
-            out = _encode(tasks)  # type: ignore[arg-type]
-            if out is None:
+        for i, task in enumerate(tasks):
+            if type(task) is not dict:
                 return None
-        elif len(out) == len(raw):
-            return Span(None, offset, length)  # (only white space is taken out)
+            if shape is not None:
+                tasks[i] = shape(task)
+                shaped = shaped or tasks[i] is not task
+        if not shaped:
+            return Span(None, offset, length)
+        out = _encode(tasks)
+        if out is None:
+            return None
         if main or self.part_prefix is None:
             return out[1:-1]
         fd = os.open(f"{self.part_prefix}{offset}", _PART_FLAGS, 0o600)
@@ -157,16 +153,6 @@ class JsonJob:
 
 class _Task(TypedDict, total=False):
     """A task, of which nothing is read (it is decoded to know that it is a JSON object)."""
-
-
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[^ \t\r\n"]+')  # a string, or what lies between strings and white space
-
-
-def _compact(array: memoryview) -> bytes:
-    """``array`` (valid JSON) without the white space between its tokens."""
-    if _msgspec is not None:
-        return _msgspec.json.format(array, indent=-1)
-    return b"".join(_TOKEN.findall(array))
 
 
 def _encode(tasks: list[dict]) -> bytes | None:

@@ -705,34 +705,17 @@ def test_json_batch_comes_out_as_it_is_when_no_task_needs_the_shape(decoder, mon
     compact_ascii = json.dumps(tasks, separators=(",", ":"))  # \u00e9 for é
     for shape in (None, label_studio_export):
         job = json_export.JsonJob(shape)
-        # compact already (the json module's, Label Studio's, numbers, escapes and keys of its own):
-        # copied from the input
+        # however it is written (the json module's way, Label Studio's, with white space, with
+        # numbers, escapes and keys of its own): copied from the input as it is
         for same in (own, label_studio, compact_ascii, own.replace('{"id":2,', '{"id":2,"id":2,'),
                      label_studio.replace("28.333333333333332", "2.8333333333333332e1"),
-                     '[{"v":1e-5,"w":18446744073709551616}]'):
-            assert job.whole_batch(_json_batch(same), 10, 99, False) == json_export.Span(None, 10, 99), same
-        # written with white space: made compact, all else as it is
-        for spaced in (json.dumps(tasks), json.dumps(tasks, indent=2), "[\n" + label_studio[1:-1] + " ]"):
-            assert _batch_output(job, spaced) == _json_module_compacted(spaced), spaced
+                     '[{"v":1e-5,"w":18446744073709551616}]', json.dumps(tasks), json.dumps(tasks, indent=2),
+                     "[\n" + label_studio[1:-1] + " ]"):
+            for main in (False, True):
+                assert job.whole_batch(_json_batch(same), 10, 99, main) == json_export.Span(None, 10, 99), same
         # NaN, a list of tasks, a number, not UTF-8, invalid JSON: one task at a time (the usual way warns)
         for batch in ('[{"v":NaN}]', '[[{"id":1}]]', '[{"id":1},5]', b'[{"s":"\xff"}]', '[{"s":"\\x"}]'):
             assert job.whole_batch(_json_batch(batch), 0, 1, True) is None, batch
-
-
-def _json_module_compacted(text: str) -> bytes:
-    """``text`` (JSON written by the json module, with white space only between tokens) without it."""
-    return re.sub(r'(?<=[,:\[{])\s+|\s+(?=[\]}])', "", text).encode()[1:-1]
-
-
-def _batch_output(job: json_export.JsonJob, text: str) -> bytes:
-    """What ``convert`` writes for a batch (in this process): its own bytes, the bytes returned,
-    or its tasks one by one."""
-    chunk = job.whole_batch(_json_batch(text), 1, len(text) - 2, True)
-    if isinstance(chunk, json_export.Span):
-        return text.encode()[chunk.offset:chunk.offset + chunk.length]
-    if chunk is None:
-        return job.combine([job.process(task, None, True) for task in json.loads(text)])
-    return chunk
 
 
 def test_json_batch_applies_the_task_shape():
@@ -798,10 +781,19 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
         assert two == one and one[0].startswith(b"[{")
         assert copies == copied_by_one  # the same batches
         assert os.listdir(tmp_path / "two") == ["result.json"]  # the workers' part files are removed
-        # compact batches needing no shape are copied (tricky is written with spaces: made compact)
+        # batches needing no shape are copied
         needs_shape = style == "storage" and shape is not None
-        assert bool(copies) == (style != "tricky" and not needs_shape)
+        assert bool(copies) == (not needs_shape)
         if style == "tricky":  # (its malformed tasks are left out, with warnings: the same ones)
+            # written with spaces: batches copied as they are, between them a ","
+            assert b"}, {" in one[0] and b"},{" in one[0]
+            # the tasks of a conversion that never sees the file (one task at a time), no more
+            tasks_given = list(inputs.iter_input_tasks(source))
+            warnings: list = []
+            options = converters.ConvertOptions(warn=lambda *w: warnings.append(w), task_shape=shape)
+            converters.get("JSON").convert(tasks_given, None, tmp_path / "given", options, check=False)
+            assert json.loads(one[0]) == json.loads((tmp_path / "given" / "result.json").read_bytes())
+            assert warnings == one[1]
             continue
         if needs_shape:
             assert one[0] == _json_module([shape(t) for t in tasks]).encode("utf-8")
