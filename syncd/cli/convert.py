@@ -249,7 +249,11 @@ def _write(converter: converters.Converter, out: Path, as_zip: bool, run_into: C
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             count = len(run_into(Path(tmp)))  # (a folder's files are counted while it is there)
             zip_dir(Path(tmp), target)
-        print(f"{converter.name}: {count} files -> {target}")
+        print(f"{converter.name}: {_files(count)} -> {target}")
     else:
         files = run_into(out)
-        print(f"{converter.name}: {len(files)} files -> {out}")
+        print(f"{converter.name}: {_files(len(files))} -> {out}")
+
+
+def _files(count: int) -> str:
+    return "1 file" if count == 1 else f"{count:,} files"

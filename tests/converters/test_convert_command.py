@@ -34,7 +34,7 @@ def test_json_of_a_label_studio_export_is_that_export_byte_for_byte(slug, tmp_pa
     export = EXPORTS / slug / "JSON.json"
     assert run(["convert", str(export), "--format", "JSON", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "result.json").read_bytes() == export.read_bytes()
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr() == (f"JSON: 1 file -> {tmp_path / 'out'}\n", "")
 
 
 def test_convert_to_zip(tmp_path):

@@ -789,11 +789,11 @@ def test_json_workers_write_the_bytes_of_one_process(style, tmp_path, monkeypatc
             assert b"}, {" in one[0] and b"},{" in one[0]
             # the tasks of a conversion that never sees the file (one task at a time), no more
             tasks_given = list(inputs.iter_input_tasks(source))
-            warnings: list = []
-            options = converters.ConvertOptions(warn=lambda *w: warnings.append(w), task_shape=shape)
+            given_warnings: list = []
+            options = converters.ConvertOptions(warn=lambda *w, sink=given_warnings: sink.append(w), task_shape=shape)
             converters.get("JSON").convert(tasks_given, None, tmp_path / "given", options, check=False)
             assert json.loads(one[0]) == json.loads((tmp_path / "given" / "result.json").read_bytes())
-            assert warnings == one[1]
+            assert given_warnings == one[1]
             continue
         if needs_shape:
             assert one[0] == _json_module([shape(t) for t in tasks]).encode("utf-8")
