@@ -79,14 +79,10 @@ def exact_orjson(value: object, option: int = 0, finite: bool = False) -> bytes 
         raw = _orjson.dumps(value, option=option)
     except TypeError:
         return None
-    return raw if is_json_module_output(raw, value, finite) else None
-
-
-def is_json_module_output(raw: bytes, value: object, finite: bool = False) -> bool:
-    """Whether ``raw``, orjson's JSON of ``value``, is the json module's: not when it holds a
-    float that one of them writes with an exponent, or (unless ``finite``) NaN or Infinity."""
-    return not (b"0.0000" in raw or EXPONENT.search(raw) is not None
-                or not finite and b"null" in raw and _non_finite(value))
+    if (b"0.0000" in raw or EXPONENT.search(raw) is not None
+            or not finite and b"null" in raw and _non_finite(value)):
+        return None
+    return raw
 
 
 _float_repr = float.__repr__

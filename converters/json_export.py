@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from . import parallel
 from .base import Converter, ConvertOptions, always, register
-from .fastio import is_json_module_output, replacing, write_all
+from .fastio import exact_orjson, replacing, write_all
 from .items import task_id_of
 from .jsonstream import strict_loads
 from .label_config import LabelConfig
@@ -161,11 +161,7 @@ def _encode(tasks: list[dict]) -> bytes | None:
     exponent), or when orjson cannot encode them (an integer beyond 64 bits, deep nesting, a
     shape's own type) or the json module cannot (a lone surrogate): task by task, then."""
     if _orjson is not None:
-        try:
-            out = _orjson.dumps(tasks)
-        except TypeError:
-            return None
-        return out if is_json_module_output(out, tasks, finite=True) else None
+        return exact_orjson(tasks, finite=True)
     try:
         return _dumps(tasks).encode("utf-8")
     except (TypeError, ValueError):
