@@ -75,7 +75,7 @@ class Span(NamedTuple):
 
 class JsonJob:
     """One task -> its JSON text (bytes); a chunk is the texts of consecutive tasks joined by
-    ",", as bytes or, for a whole batch handled by a worker (``whole_batch``), as a ``Span``."""
+    ",", as bytes or, for a whole batch of an export file (``whole_batch``), as a ``Span``."""
 
     def __init__(self, task_shape: TaskShape | None, part_prefix: str | None = None) -> None:
         self.task_shape = task_shape
