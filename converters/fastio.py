@@ -37,6 +37,9 @@ _INDENT_2 = _orjson.OPT_INDENT_2 if _orjson is not None else 0
 # or 1e16; a number ends where a "," "]" "}" or line break follows (or the text ends). A match
 # inside a string only sends the value to the json module.
 EXPONENT = re.compile(rb"e-?[0-9]+(?:[,\]}\n]|\Z)")
+# and one that the json module writes as 1e-05 to 9.9e-05 as 0.00001 to 0.000099: a number that
+# starts "0.0000" (10.00001 holds "0.0000" too, and is written alike)
+_SMALL = re.compile(rb"0\.0000(?<![0-9.]0\.0000)")  # (a literal first: found fast)
 
 
 def compact_json(value: object, finite: bool = False) -> str:
@@ -44,9 +47,9 @@ def compact_json(value: object, finite: bool = False) -> str:
 
     orjson (when installed) writes the same bytes except for floats that Python writes with an
     exponent (``1e-05``, ``1e+16``), NaN/Infinity (orjson: ``null``), integers beyond 64 bits and
-    non-string keys (orjson: error). Output that may hold any of these (``EXPONENT``,
-    ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by the json
-    module instead. ``finite``: the value holds no NaN or infinity (it was decoded from JSON),
+    non-string keys (orjson: error). Output that may hold any of these (``EXPONENT``, a number
+    starting ``0.0000``, ``null`` where the value has a NaN) or that orjson refuses is made by
+    the json module instead. ``finite``: the value holds no NaN or infinity (it was decoded from JSON),
     no need to look through it where its JSON has a ``null``.
     """
     return _json_text(value, 0, _json_compact, finite)
@@ -79,7 +82,7 @@ def exact_orjson(value: object, option: int = 0, finite: bool = False) -> bytes 
         raw = _orjson.dumps(value, option=option)
     except TypeError:
         return None
-    if (b"0.0000" in raw or EXPONENT.search(raw) is not None
+    if ((b"0.0000" in raw and _SMALL.search(raw) is not None) or EXPONENT.search(raw) is not None
             or not finite and b"null" in raw and _non_finite(value)):
         return None
     return raw

@@ -155,7 +155,7 @@ def test_compact_json_equals_json_dumps(fast, style, json_backend):
         if depth > 3 or r < 0.5:
             return rnd.choice([rnd.uniform(-10, 10) * 10 ** rnd.randint(-30, 30), 2**70, float("nan"), float("-inf"),
                                None, True, 'a/é\x01\u2028😀"', 0, -0.0, 1e-05, 7, 0.0001, 1e16, 28.333333333333332,
-                               "x1e5", "e-7"])
+                               "x1e5", "e-7", -9.9e-05, 5e-05, 10.00001, 100.00000000000001, "0.00001"])
         if r < 0.75:
             return [value(depth + 1) for _ in range(rnd.randint(0, 3))]
         return {rnd.choice(["k", "x0e1", 1, 2.5, "é", None]): value(depth + 1) for _ in range(rnd.randint(0, 3))}
@@ -163,6 +163,14 @@ def test_compact_json_equals_json_dumps(fast, style, json_backend):
     for _ in range(20000):
         v = value()
         assert fast(v) == encode(v), repr(v)
+
+
+def test_orjson_writes_numbers_that_only_hold_four_zeros():
+    """Only a number that starts "0.0000" is written by orjson unlike the json module; one that
+    holds those digits further on (a box at 10.00001) keeps the fast encoder."""
+    pytest.importorskip("orjson")
+    assert fastio.exact_orjson([10.00001, 100.00000000000001]) is not None
+    assert fastio.exact_orjson([1, 5e-05]) is None and fastio.exact_orjson({"x": -9.9e-05}) is None
 
 
 # ------------------------------------------------------------------------------ Treebank tokenizer
