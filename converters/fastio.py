@@ -37,8 +37,8 @@ _INDENT_2 = _orjson.OPT_INDENT_2 if _orjson is not None else 0
 # or 1e16; a number ends where a "," "]" "}" or line break follows (or the text ends). A match
 # inside a string only sends the value to the json module.
 EXPONENT = re.compile(rb"e-?[0-9]+(?:[,\]}\n]|\Z)")
-# and one that the json module writes as 1e-05 to 9.9e-05 as 0.00001 to 0.000099: a number that
-# starts "0.0000" (10.00001 holds "0.0000" too, and is written alike)
+# The floats from 1e-05 to 9.9e-05 orjson writes 0.00001 to 0.000099: a number that starts
+# "0.0000" (10.00001 holds those digits too, and both write it alike).
 _SMALL = re.compile(rb"0\.0000(?<![0-9.]0\.0000)")  # (a literal first: found fast)
 
 
