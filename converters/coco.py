@@ -7,18 +7,18 @@ up front (plus any label found in results but missing from the config).
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from math import atan, cos, pi, sin, sqrt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import parallel
 from .base import Converter, ConvertOptions, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import compact_json, json_number, json_string, replacing
+from .fastio import compact_json, float_texts, json_number, json_string, replacing
 from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import UPLOAD_PREFIXES, is_cloud_uri, label_basename
@@ -74,16 +74,17 @@ def rotated_rectangle(label: dict) -> tuple[float, float, float, float] | None:
     x, y, w, h = label["x"], label["y"], label["width"], label["height"]
     r = label["rotation"] if "rotation" in label else 0.0
     if abs(r) > 0:
-        alpha = math.atan(h / w)
-        beta = math.pi * (r / 180)
-        radius = math.sqrt((w / 2) ** 2 + (h / 2) ** 2)
-        x0 = x - radius * (math.cos(math.pi - alpha - beta) - math.cos(math.pi - alpha)) + w / 2
-        y0 = y + radius * (math.sin(math.pi - alpha - beta) - math.sin(math.pi - alpha)) + h / 2
-        thetas = (alpha + beta, math.pi - alpha + beta, math.pi + alpha + beta, 2 * math.pi - alpha + beta)
-        xs = [x0 + radius * math.cos(t) for t in thetas]
-        ys = [y0 + radius * math.sin(t) for t in thetas]
-        x, y = min(xs), min(ys)
-        w, h = max(xs) - x, max(ys) - y
+        alpha = atan(h / w)
+        beta = pi * (r / 180)
+        radius = sqrt((w / 2) ** 2 + (h / 2) ** 2)
+        x0 = x - radius * (cos(pi - alpha - beta) - cos(pi - alpha)) + w / 2
+        y0 = y + radius * (sin(pi - alpha - beta) - sin(pi - alpha)) + h / 2
+        # the four corners at these angles (written out: a loop per box costs more than its math)
+        t0, t1, t2, t3 = alpha + beta, pi - alpha + beta, pi + alpha + beta, 2 * pi - alpha + beta
+        x1, x2, x3, x4 = x0 + radius * cos(t0), x0 + radius * cos(t1), x0 + radius * cos(t2), x0 + radius * cos(t3)
+        y1, y2, y3, y4 = y0 + radius * sin(t0), y0 + radius * sin(t1), y0 + radius * sin(t2), y0 + radius * sin(t3)
+        x, y = min(x1, x2, x3, x4), min(y1, y2, y3, y4)
+        w, h = max(x1, x2, x3, x4) - x, max(y1, y2, y3, y4) - y
     return x, y, w, h
 
 
@@ -130,8 +131,9 @@ def _keypoint_annotation(kps: list[dict], order: list[str], annotation_id: int, 
 
 
 class CocoJob:
-    """One task -> per exported image: its ``images`` line around the id, and its annotation lines
-    without ``id``/``image_id`` (numbered when written, in task order)."""
+    """One task -> per exported image: its ``images`` line around the id, and its annotations
+    without ``id``/``image_id`` (numbered when written, in task order): JSON text, or a box's
+    numbers, which ``combine`` writes."""
 
     fields = RegionTask  # what task_items reads for it (workers decode only that)
 
@@ -143,7 +145,7 @@ class CocoJob:
         self.data_key = config.data_keys[0]
 
     def process(self, task: object, warn: Callable[[object, str], None],
-                main: bool) -> list[tuple[str, str, list[str]]] | None:
+                main: bool) -> list[tuple[str, str, list]] | None:
         items = task_items_or_warn(task, self.config, warn)
         if not items:
             return None
@@ -191,14 +193,12 @@ class CocoJob:
                         x, y, w, h = x * ow / 100, y * oh / 100, w * ow / 100, h * oh / 100  # floats
                         area = w * h
                         total = x + y + w + h + area
-                        if total - total == 0.0:  # all finite: the json module writes these floats as repr
-                            box = f"[{x!r},{y!r},{w!r},{h!r}]"
-                            area_json = repr(area)
+                        if total - total == 0.0:  # all finite: written by combine with the chunk's others
+                            annotations.append((json_number(category_id), x, y, w, h, area))
                         else:
-                            box = f"[{json_number(x)},{json_number(y)},{json_number(w)},{json_number(h)}]"
-                            area_json = json_number(area)
-                        annotations.append(f'"category_id":{json_number(category_id)},"segmentation":[],'
-                                           f'"bbox":{box},"ignore":0,"iscrowd":0,"area":{area_json}}}')
+                            annotations.append(_box_annotation(json_number(category_id), json_number(x),
+                                                               json_number(y), json_number(w), json_number(h),
+                                                               json_number(area)))
                     elif "polygonlabels" in label:
                         pts = [(px / 100 * width, py / 100 * height) for px, py in label["points"]]
                         xs = [p[0] for p in pts]
@@ -229,10 +229,15 @@ class CocoJob:
             images.append((head, tail, annotations))
         return images or None
 
-    def combine(self, payloads: list[list[tuple[str, str, list[str]]]]) -> tuple[str, int, str, list[int]]:
+    def combine(self, payloads: list[list[tuple[str, str, list]]]) -> tuple[str, int, str, list[int]]:
         """The images' and the annotations' lines, each with a "," before it, as %-templates
         for their ids (``%d``); how many images; the image (0, 1... in this chunk) of each
-        annotation. The JSON text holds no NUL (it would be escaped), so NUL marks an id."""
+        annotation. The JSON text holds no NUL (it would be escaped), so NUL marks an id.
+        A box given as its numbers (category id's JSON, x, y, width, height, area) is written
+        here, with all the chunk's numbers in one ``float_texts`` call."""
+        numbers = [n for images in payloads for _, _, anns in images for a in anns if a.__class__ is tuple
+                   for n in a[1:]]
+        texts = iter(float_texts(numbers))
         image_lines = []
         ann_lines = []
         ann_images = []
@@ -241,11 +246,19 @@ class CocoJob:
             for head, tail, image_annotations in images:
                 image_lines.append(f",{head}\0{tail}")
                 for rest in image_annotations:
+                    if rest.__class__ is tuple:
+                        rest = _box_annotation(rest[0], next(texts), next(texts), next(texts), next(texts), next(texts))
                     # {"id":..,"image_id":..,"category_id":..}: the id fields come first
                     ann_lines.append(f',{{"id":\0,"image_id":\0,{rest}\n')
                     ann_images.append(n_images)
                 n_images += 1
         return (_template("".join(image_lines)), n_images, _template("".join(ann_lines)), ann_images)
+
+
+def _box_annotation(category_id: str, x: str, y: str, w: str, h: str, area: str) -> str:
+    """A box's annotation without its opening "{" and its ids, from the JSON of its values."""
+    return (f'"category_id":{category_id},"segmentation":[],"bbox":[{x},{y},{w},{h}],"ignore":0,"iscrowd":0,'
+            f'"area":{area}}}')
 
 
 def _template(text: str) -> str:

@@ -26,7 +26,7 @@ try:  # optional accelerator, never required
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "exact_orjson", "indented_json",
+__all__ = ["FilesJob", "SmallFiles", "compact_json", "create_new_files", "exact_orjson", "float_texts", "indented_json",
            "indented_json_bytes", "json_number", "json_string", "replacing", "write_all", "write_chunks",
            "write_joined"]
 
@@ -104,6 +104,22 @@ def json_number(value: object) -> str:
     elif value is None:  # (COCO's size of an image without regions)
         return "null"
     return compact_json(value)
+
+
+def float_texts(values: list[float]) -> list[str]:
+    """``repr`` of each finite float (as the json module writes it), made by one orjson call for
+    all of them when orjson is installed: Python's ``repr`` of a float with many digits (David
+    Gay's algorithm) costs more than the arithmetic that made it. A float that orjson writes
+    otherwise (``1e-05``: ``0.00001``; ``1e+16``: ``1e16``) gets its ``repr``."""
+    if _orjson is None or not values:
+        return [_float_repr(v) for v in values]
+    raw = _orjson.dumps(values)
+    texts = raw.decode("ascii")[1:-1].split(",")
+    if b"e" in raw or b"0.0000" in raw and _SMALL.search(raw) is not None:
+        for i, text in enumerate(texts):
+            if "e" in text or text.startswith(("0.0000", "-0.0000")):
+                texts[i] = _float_repr(values[i])
+    return texts
 
 
 def json_string(value: str) -> str:

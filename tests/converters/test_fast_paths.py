@@ -173,6 +173,20 @@ def test_orjson_writes_numbers_that_only_hold_four_zeros():
     assert fastio.exact_orjson([1, 5e-05]) is None and fastio.exact_orjson({"x": -9.9e-05}) is None
 
 
+def test_float_texts_are_reprs(json_backend):
+    """COCO writes a chunk's box numbers with one call: each must be the float's ``repr``, the
+    json module's way, orjson's different spellings (``0.00001``, ``1e16``) included."""
+    rnd = random.Random(9)
+    values = [rnd.uniform(-1, 1) * 10 ** rnd.randint(-30, 30) for _ in range(20000)]
+    values += [rnd.random() * 100 for _ in range(20000)]
+    values += [0.0, -0.0, 1e-05, -9.9e-05, 5e-05, 0.0001, 1e16, -1.5e20, 1e-07, 5e-324, 1.7976931348623157e308,
+               10.00001, 37.00000000000001, 1e15]
+    rnd.shuffle(values)
+    assert fastio.float_texts(values) == [repr(v) for v in values]
+    assert fastio.float_texts(values[:7]) == [repr(v) for v in values[:7]]
+    assert fastio.float_texts([]) == []
+
+
 # ------------------------------------------------------------------------------ Treebank tokenizer
 
 def _reference_tokenize(text: str) -> list[str]:
