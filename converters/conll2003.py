@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from itertools import chain
-from operator import itemgetter
+from operator import add, itemgetter
 from pathlib import Path
 
 from . import parallel
@@ -46,7 +45,10 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
                 whole = False
                 break
     if not whole:
-        tokens = token_starts(text)[0]  # (which, like Label Studio, fails on a token not in the text)
+        if '"' in text or "`" in text or "''" in text:
+            tokens = token_starts(text)[0]  # (which, like Label Studio, fails on a token not in the text)
+        else:  # the tokenizer only added and removed white space: every token is in the text, in order
+            tokens = tokens_in_text(text)
         return tokens, ["O"] * len(tokens)
     tokens = tokens_in_text(text)
     pending = sorted(spans, key=_START)
@@ -110,8 +112,7 @@ class ConllJob:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
                 continue
-            ends = map(_LINE_ENDS.__getitem__, tags)
-            blocks.append("".join(chain.from_iterable(zip(tokens, ends, strict=True))) + "\n")
+            blocks.append("".join(map(add, tokens, map(_LINE_ENDS.__getitem__, tags))) + "\n")  # a tag per token
         return "".join(blocks) if blocks else None
 
     def combine(self, payloads: list[str]) -> str:

@@ -216,6 +216,24 @@ def test_tokenizer_shortcuts_change_nothing():
         assert treebank.tokenize(text) == _reference_tokenize(text), text
 
 
+def test_tokenizer_only_moves_white_space_in_a_text_without_quotes():
+    """CONLL2003 skips looking each token up in a text without a span when the text has none of
+    the quotes the tokenizer rewrites (" `` ''): right only if the tokenizer then just adds and
+    removes white space, so that every token is in the text, in order."""
+    from converters.conll2003 import tokens_and_tags
+
+    pieces = ["can", "not", "Cannot", "d'ye", "GONNA", "lemme", "'t", "is", "'Twas", "'", "' ", "'s", "'ll", "n't",
+              ":", ",", "1,000", "...", ".", ";", "@", "/", "%", "&", "?", "!", "(", ")", "[", "]", "<", ">", "--",
+              " ", "\n", "\xa0", "\u2028", "word", "Ünï", "😀", "٣", "İ", "ſ", "gımme"]
+    rnd = random.Random(11)
+    for _ in range(30000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 20)))
+        tokens, starts = treebank.token_starts(text)
+        assert "".join(tokens) == "".join(text.split()), text
+        assert all(text[start:start + len(token)] == token for token, start in zip(tokens, starts, strict=True))
+        assert tokens_and_tags(text, None) == (tokens, ["O"] * len(tokens))
+
+
 def test_url_path_basename_is_urlparse_s():
     rng = random.Random(7)
     parts = ["http://", "https://", "HTTP://", "ftp://", "//", "h.example.com", "[::1]", "xn--strae", "straße.de",
