@@ -82,10 +82,14 @@ def exact_orjson(value: object, option: int = 0, finite: bool = False) -> bytes 
         raw = _orjson.dumps(value, option=option)
     except TypeError:
         return None
-    if ((b"0.0000" in raw and _SMALL.search(raw) is not None) or EXPONENT.search(raw) is not None
-            or not finite and b"null" in raw and _non_finite(value)):
+    if _spelt_otherwise(raw) or not finite and b"null" in raw and _non_finite(value):
         return None
     return raw
+
+
+def _spelt_otherwise(raw: bytes) -> bool:
+    """Whether orjson's JSON may hold a float that the json module writes otherwise."""
+    return (b"0.0000" in raw and _SMALL.search(raw) is not None) or EXPONENT.search(raw) is not None
 
 
 _float_repr = float.__repr__
@@ -115,7 +119,7 @@ def float_texts(values: list[float]) -> list[str]:
         return [_float_repr(v) for v in values]
     raw = _orjson.dumps(values)
     texts = raw.decode("ascii")[1:-1].split(",")
-    if b"e" in raw or b"0.0000" in raw and _SMALL.search(raw) is not None:
+    if _spelt_otherwise(raw):
         for i, text in enumerate(texts):
             if "e" in text or text.startswith(("0.0000", "-0.0000")):
                 texts[i] = _float_repr(values[i])
