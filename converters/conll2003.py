@@ -11,7 +11,7 @@ from .base import Converter, ConvertOptions, register
 from .fastio import replacing, write_joined
 from .items import RegionTask, task_items_or_warn
 from .label_config import LabelConfig
-from .treebank import not_found, token_starts, tokens_in_text
+from .treebank import found_tokens, not_found, tokens_in_text
 
 _START = itemgetter("start")
 
@@ -45,10 +45,7 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
                 whole = False
                 break
     if not whole:
-        if '"' in text or "`" in text or "''" in text:
-            tokens = token_starts(text)[0]  # (which, like Label Studio, fails on a token not in the text)
-        else:  # the tokenizer only added and removed white space: every token is in the text, in order
-            tokens = tokens_in_text(text)
+        tokens = found_tokens(text)
         return tokens, ["O"] * len(tokens)
     tokens = tokens_in_text(text)
     pending = sorted(spans, key=_START)

@@ -217,9 +217,10 @@ def test_tokenizer_shortcuts_change_nothing():
 
 
 def test_tokenizer_only_moves_white_space_in_a_text_without_quotes():
-    """CONLL2003 skips looking each token up in a text without a span when the text has none of
-    the quotes the tokenizer rewrites (" `` ''): right only if the tokenizer then just adds and
-    removes white space, so that every token is in the text, in order."""
+    """``treebank.found_tokens`` (CONLL2003's tokens of a text without a span) skips looking each
+    token up when the text has none of the quotes the tokenizer rewrites (" `` ''): right only
+    if the tokenizer then just adds and removes white space, so that every token is in the
+    text, in order."""
     from converters.conll2003 import tokens_and_tags
 
     pieces = ["can", "not", "Cannot", "d'ye", "GONNA", "lemme", "'t", "is", "'Twas", "'", "' ", "'s", "'ll", "n't",
