@@ -35,8 +35,10 @@ _json_indented = json.JSONEncoder(ensure_ascii=False, indent=2).encode
 _INDENT_2 = _orjson.OPT_INDENT_2 if _orjson is not None else 0
 # orjson writes a float that the json module writes with an exponent (1e-05, 1e+16) as 0.00001
 # or 1e16; a number ends where a "," "]" "}" or line break follows (or the text ends). A match
-# inside a string only sends the value to the json module.
-EXPONENT = re.compile(rb"e-?[0-9]+(?:[,\]}\n]|\Z)")
+# inside a string only sends the value to the json module (so does "e-" before an end, which no
+# number holds). The "-" is not optional ("e-?[0-9]+"): the search stops at every "e" of the
+# keys and strings, and an optional part costs a step more at each (~40% of the search's time).
+EXPONENT = re.compile(rb"e[-0-9][0-9]*(?:[,\]}\n]|\Z)")
 # The floats from 1e-05 to 9.9e-05 orjson writes 0.00001 to 0.000099: a number that starts
 # "0.0000" (10.00001 holds those digits too, and both write it alike).
 _SMALL = re.compile(rb"0\.0000(?<![0-9.]0\.0000)")  # (a literal first: found fast)
