@@ -35,8 +35,10 @@ def applies_to(config: LabelConfig) -> str | None:
     return f"CONLL2003 needs Labels on a Text object; this config has {config.describe()}"
 
 
-def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], list[str]]:
-    """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks."""
+def tokens_and_tags(text: str, spans: list[dict] | None,
+                    tokens: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks.
+    ``tokens``: the text's tokens, when an earlier call gave them (not changed here)."""
     whole = False  # spans, each with a start and an end
     if spans:
         whole = True
@@ -45,9 +47,11 @@ def tokens_and_tags(text: str, spans: list[dict] | None) -> tuple[list[str], lis
                 whole = False
                 break
     if not whole:
-        tokens = found_tokens(text)
+        if tokens is None:
+            tokens = found_tokens(text)
         return tokens, ["O"] * len(tokens)
-    tokens = tokens_in_text(text)
+    if tokens is None:
+        tokens = tokens_in_text(text)
     pending = sorted(spans, key=_START)
     pending.reverse()  # pop() from the end = the next span by start
     span = pending.pop()
@@ -95,6 +99,7 @@ class ConllJob:
             return None
         data_key = self.data_key
         parts: list[str] = []  # each token, then the rest of its line; a blank line after each block
+        known: dict[str, list[str]] = {}  # text -> its tokens: a task's annotations share its text
         for item in items:
             try:
                 spans = None  # the first control's results that are Labels
@@ -105,7 +110,8 @@ class ConllJob:
                 text = item.input[data_key]
                 if not isinstance(text, str):
                     raise TypeError(f"data[{data_key!r}] is not a string")
-                tokens, tags = tokens_and_tags(text, spans)
+                tokens, tags = tokens_and_tags(text, spans, known.get(text))
+                known[text] = tokens
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
                 continue

@@ -235,6 +235,36 @@ def test_tokenizer_only_moves_white_space_in_a_text_without_quotes():
         assert tokens_and_tags(text, None) == (tokens, ["O"] * len(tokens))
 
 
+def test_conll_annotations_of_one_task_give_the_blocks_they_give_alone():
+    """A task's annotations share its text, which CONLL2003 tokenizes once: each annotation's
+    block is the one it gives as a task of its own, with or without spans, before or after one
+    with spans, in texts with and without the quotes the tokenizer rewrites."""
+    from converters.conll2003 import ConllJob
+
+    config = converters.parse_label_config(_NER_CONFIG)
+    job = ConllJob(config)
+
+    def annotation(number: int, spans: list[tuple[int, int]]) -> dict:
+        return {"id": number, "completed_by": 1, "created_at": f"2026-01-0{number}T00:00:00Z", "result": [
+            {"from_name": "ner", "to_name": "text", "type": "labels",
+             "value": {"start": start, "end": end, "labels": ["PER"]}} for start, end in spans]}
+
+    def block(task: dict) -> str:
+        warnings: list = []
+        text = job.process(task, lambda *w: warnings.append(w), True)
+        assert not warnings
+        return text
+
+    for text in ['Ann met Bob, said "hi" and left.', "Ann met Bob. ``Quoted'' too", "Ann met Bob (again) -- twice."]:
+        kinds = [annotation(1, [(0, 3), (8, 11)]), annotation(2, []), annotation(3, [(4, 7)]), annotation(4, [])]
+        for order in (kinds, kinds[::-1]):
+            alone = [block({"id": 1, "data": {"text": text}, "annotations": [a]}) for a in order]
+            together = block({"id": 1, "data": {"text": text}, "annotations": order})
+            # Label Studio's items: the newest annotation first (here: the highest id)
+            expected = sorted(zip((a["id"] for a in order), alone, strict=True), reverse=True)
+            assert together == "".join(b for _, b in expected), text
+            assert len(set(alone)) > 1  # the blocks differ: each got its own tags
+
 def test_url_path_basename_is_urlparse_s():
     rng = random.Random(7)
     parts = ["http://", "https://", "HTTP://", "ftp://", "//", "h.example.com", "[::1]", "xn--strae", "straße.de",
