@@ -146,7 +146,7 @@ class CocoJob:
 
     def process(self, task: object, warn: Callable[[object, str], None],
                 main: bool) -> list[tuple[str, str, list]] | None:
-        items = task_items_or_warn(task, self.config, warn)
+        items = task_items_or_warn(task, self.config, warn, owned=not main)
         if not items:
             return None
         data_key = self.data_key

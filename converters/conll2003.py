@@ -94,7 +94,7 @@ class ConllJob:
         self.data_key = config.data_keys[0]
 
     def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> str | None:
-        items = task_items_or_warn(task, self.config, warn)
+        items = task_items_or_warn(task, self.config, warn, owned=not main)
         if not items:
             return None
         data_key = self.data_key

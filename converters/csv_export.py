@@ -60,7 +60,7 @@ class CsvJob:
         self.config = config
 
     def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> list | None:
-        items = task_items_or_warn(task, self.config, warn)
+        items = task_items_or_warn(task, self.config, warn, owned=not main)
         if not items:
             return None
         data = items[0].input  # the task's data, the same for all its items

@@ -124,8 +124,11 @@ _NO_EXTRA: dict = {}  # Item.extra of tasks without "agreement" (shared: read, n
 
 
 
-def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -> list[Item]:
-    """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task)."""
+def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False, owned: bool = False) -> list[Item]:
+    """The items of one task (raises MalformedTask / KeyError / TypeError on a bad task).
+    ``owned``: the task was decoded for this call alone (in a worker process), so its results'
+    values become the items' values, completed in place rather than copied; the keys come out
+    in the same order either way, so the task may still be processed again (``parallel.Redo``)."""
     if not isinstance(task, dict):
         raise MalformedTask(task.reason if isinstance(task, Unreadable) else "task is not a JSON object")
     if "annotations" in task:
@@ -199,7 +202,11 @@ def task_items(task: dict, config: LabelConfig, with_region_ids: bool = False) -
                     problem = _region_problem(value, tag_type)
                     if problem is not None:
                         raise MalformedTask(f"annotation {a.get('id')}: result {r.get('id')}: {problem}")
-                v = {**value, "type": tag_type}
+                if owned:
+                    v = value
+                    v["type"] = tag_type
+                else:
+                    v = {**value, "type": tag_type}
                 if "original_width" in r:
                     v["original_width"] = r["original_width"]
                 if "original_height" in r:
@@ -304,10 +311,10 @@ def task_id_of(task: object) -> object:
 
 
 def task_items_or_warn(task: object, config: LabelConfig, warn: Callable[[object, str], None],
-                       with_region_ids: bool = False) -> list[Item]:
+                       with_region_ids: bool = False, owned: bool = False) -> list[Item]:
     """``task_items``; a malformed task is reported through ``warn`` and gives no items."""
     try:
-        return task_items(task, config, with_region_ids)  # type: ignore[arg-type]
+        return task_items(task, config, with_region_ids, owned)  # type: ignore[arg-type]
     except (MalformedTask, KeyError, TypeError, AttributeError, ValueError) as exc:
         warn(task_id_of(task), str(exc) or type(exc).__name__)
         return []

@@ -23,7 +23,7 @@ class JsonMinJob:
 
     def process(self, task: object, warn: Callable[[object, str], None], main: bool) -> bytes | None:
         texts = []
-        for item in task_items_or_warn(task, self.config, warn):
+        for item in task_items_or_warn(task, self.config, warn, owned=not main):
             record = dict(item.input)
             if item.id is not None:
                 record["id"] = item.id

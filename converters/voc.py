@@ -79,7 +79,7 @@ class VocJob(FilesJob):
                 main: bool) -> list[tuple[str, bytes | None]] | None:
         data_key = self.data_key
         out: list[tuple[str, bytes | None]] = []
-        for item in task_items_or_warn(task, self.config, warn):
+        for item in task_items_or_warn(task, self.config, warn, owned=not main):
             if not item.output:
                 continue
             try:

@@ -187,7 +187,8 @@ class YoloJob(FilesJob):
 
     def process(self, task: object, warn: Callable[[object, str], None],
                 main: bool) -> list[tuple[str, bytes | None]] | None:
-        items = task_items_or_warn(task, self.config, warn, with_region_ids=self.is_keypoints)
+        items = task_items_or_warn(task, self.config, warn, with_region_ids=self.is_keypoints,
+                                   owned=not main)
         if not items:
             return None
         data_key = self.data_key
