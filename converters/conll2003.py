@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from pathlib import Path
 
@@ -24,7 +24,16 @@ class _LineEnds(dict):
         return end
 
 
+class _Tags(dict):
+    """tag -> the tag itself: ``tokens_and_tags`` gives plain tags unless told otherwise."""
+
+    def __missing__(self, tag: str) -> str:
+        self[tag] = tag
+        return tag
+
+
 _LINE_ENDS = _LineEnds()
+_TAGS = _Tags()
 
 
 def applies_to(config: LabelConfig) -> str | None:
@@ -35,10 +44,12 @@ def applies_to(config: LabelConfig) -> str | None:
     return f"CONLL2003 needs Labels on a Text object; this config has {config.describe()}"
 
 
-def tokens_and_tags(text: str, spans: list[dict] | None,
-                    tokens: list[str] | None = None) -> tuple[list[str], list[str]]:
+def tokens_and_tags(text: str, spans: list[dict] | None, tokens: list[str] | None = None,
+                    spelled: Mapping[str, str] = _TAGS) -> tuple[list[str], list[str]]:
     """Label Studio's ``create_tokens_and_tags``, including its span-matching quirks.
-    ``tokens``: the text's tokens, when an earlier call gave them (not changed here)."""
+    ``tokens``: the text's tokens, when an earlier call gave them (not changed here);
+    ``spelled``: each tag as it is to be given (CONLL2003's lines: what follows the token)."""
+    outside = spelled["O"]
     whole = False  # spans, each with a start and an end
     if spans:
         whole = True
@@ -49,7 +60,7 @@ def tokens_and_tags(text: str, spans: list[dict] | None,
     if not whole:
         if tokens is None:
             tokens = found_tokens(text)
-        return tokens, ["O"] * len(tokens)
+        return tokens, [outside] * len(tokens)
     if tokens is None:
         tokens = tokens_in_text(text)
     pending = sorted(spans, key=_START)
@@ -75,12 +86,12 @@ def tokens_and_tags(text: str, spans: list[dict] | None,
                 if token_start <= span_end:
                     break
         if token_end < span_start or not labels:
-            tags.append("O")
+            tags.append(outside)
         elif span_start <= token_end and span_end >= token_start:
-            tags.append(prefix + labels[0])
+            tags.append(spelled[prefix + labels[0]])
             prefix = "I-"
         else:
-            tags.append("O")
+            tags.append(outside)
     return tokens, tags
 
 
@@ -110,7 +121,7 @@ class ConllJob:
                 text = item.input[data_key]
                 if not isinstance(text, str):
                     raise TypeError(f"data[{data_key!r}] is not a string")
-                tokens, tags = tokens_and_tags(text, spans, known.get(text))
+                tokens, ends = tokens_and_tags(text, spans, known.get(text), _LINE_ENDS)
                 known[text] = tokens
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
@@ -120,7 +131,7 @@ class ConllJob:
             parts += tokens
             parts += tokens
             parts[start::2] = tokens
-            parts[start + 1::2] = map(_LINE_ENDS.__getitem__, tags)  # a tag per token
+            parts[start + 1::2] = ends
             parts.append("\n")
         return "".join(parts) if parts else None
 
