@@ -117,10 +117,14 @@ def tokenize(text: str) -> list[str]:
     if "." in text:
         # ([^\.])(\.)([\]\)}>"\']*)\s*$  ->  \1 \2\3 : only the last dot can match (what follows
         # it must be closers and white space), and the white space at the end becomes one " "
-        stripped = text.rstrip()  # \s* ($ matches at the very end once \s* took a final newline)
-        body = stripped.rstrip(_CLOSERS)
-        if len(body) >= 2 and body[-1] == "." and body[-2] != ".":
-            text = body[:-1] + " ." + stripped[len(body):] + " "
+        if text[-1] == ".":  # the usual end of a sentence: nothing follows the dot
+            if len(text) >= 2 and text[-2] != ".":
+                text = text[:-1] + " . "
+        else:
+            stripped = text.rstrip()  # \s* ($ matches at the very end once \s* took a final newline)
+            body = stripped.rstrip(_CLOSERS)
+            if len(body) >= 2 and body[-1] == "." and body[-2] != ".":
+                text = body[:-1] + " ." + stripped[len(body):] + " "
     for char, spaced in _QMARKS:
         if char in text:
             text = text.replace(char, spaced)
