@@ -265,6 +265,7 @@ def test_conll_annotations_of_one_task_give_the_blocks_they_give_alone():
             assert together == "".join(b for _, b in expected), text
             assert len(set(alone)) > 1  # the blocks differ: each got its own tags
 
+
 def test_url_path_basename_is_urlparse_s():
     rng = random.Random(7)
     parts = ["http://", "https://", "HTTP://", "ftp://", "//", "h.example.com", "[::1]", "xn--strae", "straße.de",
