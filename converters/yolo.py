@@ -12,7 +12,7 @@ from pathlib import Path
 from . import parallel
 from .base import Converter, ConvertOptions, SortedFiles, register
 from .categories import keypoint_labels, keypoint_order, label_categories
-from .fastio import FilesJob, write_chunks
+from .fastio import FilesJob, number_lines, write_chunks
 from .items import ItemTask, RegionTask, task_items_or_warn
 from .label_config import LabelConfig
 from .media import file_name, label_basename
@@ -88,11 +88,11 @@ def _obb_box(label: dict) -> list[float] | None:
 
 
 def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict], obb: bool,
-           main: bool = True) -> list[str]:
-    """Label lines of one item. Labels missing from ``name_to_id`` are added to it and to
-    ``categories`` only when the whole item succeeds (a failing region leaves them untouched);
-    outside the main process such an item raises ``parallel.Redo``."""
-    lines = []
+           main: bool = True) -> bytes:
+    """Label lines of one item, each ended by a newline. Labels missing from ``name_to_id`` are
+    added to it and to ``categories`` only when the whole item succeeds (a failing region leaves
+    them untouched); outside the main process such an item raises ``parallel.Redo``."""
+    rows = []
     added: dict[str, int] = {}
     for label in labels:
         names: list[str] = []
@@ -115,19 +115,16 @@ def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict
                 values = [c / 100 for point in label["points"] for c in (point[0], point[1])]
             else:
                 raise ValueError(f"unknown label type {label.get('type')}")
-            if len(values) == 4:  # a box: the common line, without a join
-                lines.append(f"{category_id} {values[0]} {values[1]} {values[2]} {values[3]}\n")
-            else:
-                lines.append(" ".join(map(str, (category_id, *values))) + "\n")
+            rows.append([category_id, *values])
     if added and not main:
         raise parallel.Redo
     for name, category_id in added.items():
         name_to_id[name] = category_id
         categories.append({"id": category_id, "name": name})
-    return lines
+    return number_lines(rows) + b"\n" if rows else b""
 
 
-def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str]) -> str:
+def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str]) -> bytes:
     class_map = {c["name"]: c["id"] for c in categories}
     rects: dict = {}
     for item in labels:
@@ -145,13 +142,13 @@ def _keypoint_text(labels: list[dict], categories: list[dict], order: list[str])
             if parent not in rects or not names:
                 continue
             rects[parent][5][names[0]] = (item["x"] / 100.0, item["y"] / 100.0, 2)
-    out = []
+    rows = []
     for cls, xc, yc, w, h, kps in rects.values():
         values: list = [cls, xc, yc, w, h]
         for name in order:
             values.extend(kps.get(name, (0.0, 0.0, 0)))
-        out.append(" ".join(map(str, values)))
-    return "\n".join(out)
+        rows.append(values)
+    return number_lines(rows)
 
 
 def _label_file_name(url: str) -> str:
@@ -218,11 +215,11 @@ class YoloJob(FilesJob):
                 if self.is_keypoints:
                     text = _keypoint_text(labels, self.categories, self.order)
                 else:
-                    text = "".join(_lines(labels, self.name_to_id, self.categories, self.obb, main))
+                    text = _lines(labels, self.name_to_id, self.categories, self.obb, main)
             except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError) as exc:
                 warn(item.id, f"annotation {item.annotation_id}: {exc!r}")
                 continue
-            out.append((name, text.encode("utf-8")))
+            out.append((name, text))
         return out or None
 
 

@@ -165,6 +165,20 @@ def test_compact_json_equals_json_dumps(fast, style, json_backend):
         assert fast(v) == encode(v), repr(v)
 
 
+def test_number_lines_are_the_numbers_as_str_writes_them(json_backend):
+    """YOLO's label lines: every number as ``str()`` writes it (what Label Studio's converter
+    does), also where orjson would spell it otherwise (exponents, NaN, integers beyond 64 bits)."""
+    rnd = random.Random(7)
+    specials = [1e-05, 5e-05, 1.5e16, 1e16, 1e22, 0.0001, -0.0, 0.0, 2**70, float("nan"), float("inf"),
+                28.333333333333332, 0.33333333333333337, 10.00001, 1, 0, 2]
+    for _ in range(3000):
+        rows = [[rnd.randint(0, 80)] + [rnd.choice(specials) if rnd.random() < 0.1 else rnd.random()
+                                        for _ in range(rnd.choice([0, 4, 8, 11]))]
+                for _ in range(rnd.randint(0, 4))]
+        want = "\n".join(" ".join(str(v) for v in row) for row in rows).encode()
+        assert fastio.number_lines(rows) == want, repr(rows)
+
+
 def test_orjson_writes_numbers_that_only_hold_four_zeros():
     """Only a number that starts "0.0000" is written by orjson unlike the json module; one that
     holds those digits further on (a box at 10.00001) keeps the fast encoder."""
