@@ -78,13 +78,12 @@ def _obb_box(label: dict) -> list[float] | None:
     h = label["height"] / 100 * oh
     rotation = math.radians(label.get("rotation", 0))
     cos, sin = math.cos(rotation), math.sin(rotation)
-    corners = [
-        (x, y),
-        (x + w * cos, y + w * sin),
-        (x + w * cos - h * sin, y + w * sin + h * cos),
-        (x - h * sin, y + h * cos),
-    ]
-    return [v for cx, cy in corners for v in (cx / ow, cy / oh)]
+    # the corners (x, y), (x + w cos, y + w sin), (x + w cos - h sin, y + w sin + h cos),
+    # (x - h sin, y + h cos), each divided by the image's size: the converter's arithmetic, in
+    # its order (the same floats), without a tuple per corner
+    x1, y1 = x + w * cos, y + w * sin
+    return [x / ow, y / oh, x1 / ow, y1 / oh, (x1 - h * sin) / ow, (y1 + h * cos) / oh,
+            (x - h * sin) / ow, (y + h * cos) / oh]
 
 
 def _lines(labels: list[dict], name_to_id: dict[str, int], categories: list[dict], obb: bool,
